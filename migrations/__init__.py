@@ -1,0 +1,1 @@
+"""Alembic migrations (packaged so ``qa-ops db upgrade`` finds them when installed)."""

@@ -1,0 +1,43 @@
+"""Engine construction. Nothing connects at import time: entrypoints call these at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def _url(url: str | SecretStr) -> str:
+    return url.get_secret_value() if isinstance(url, SecretStr) else url
+
+
+def make_engine(url: str | SecretStr, **kwargs: Any) -> Engine:
+    return create_engine(_url(url), pool_pre_ping=True, **kwargs)
+
+
+def make_async_engine(
+    url: str | SecretStr, *, application_name: str, options: str = "", **kwargs: Any
+) -> AsyncEngine:
+    """An async engine whose connections name themselves in ``pg_stat_activity``."""
+    connect_args: dict[str, Any] = {"application_name": application_name, "connect_timeout": 5}
+    if options:
+        connect_args["options"] = options
+    return create_async_engine(
+        _url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs
+    )
+
+
+def libpq_dsn(url: str | SecretStr) -> str:
+    """The SQLAlchemy URL as a plain libpq DSN, for raw psycopg connections (LISTEN)."""
+    sa_url = make_url(_url(url)).set(drivername="postgresql")
+    return sa_url.render_as_string(hide_password=False)
+
+
+def database_name(url: str | SecretStr) -> str:
+    name = make_url(_url(url)).database
+    if not name:
+        raise ValueError("database URL names no database")
+    return name

@@ -1,0 +1,42 @@
+"""Every error the service raises on purpose, in one place.
+
+``api/`` translates these to HTTP; ``consumers/`` classifies them into an outcome.
+"""
+
+from __future__ import annotations
+
+
+class QAError(Exception):
+    """Base of the service's own errors."""
+
+
+class NotFound(QAError):
+    """The addressed resource does not exist."""
+
+
+class Unauthorized(QAError):
+    """No valid bearer token."""
+
+
+class IdempotencyConflict(QAError):
+    """An ``Idempotency-Key`` was reused with a different request."""
+
+
+class StartupError(QAError):
+    """A process could not start (a dependency stayed unreachable past its budget)."""
+
+
+class PermanentMessageError(QAError):
+    """The message can never be applied, however often it is retried."""
+
+
+class UndecodableBody(PermanentMessageError):
+    """The body is not UTF-8 or not JSON."""
+
+
+class SchemaViolation(PermanentMessageError):
+    """The envelope or its ``data`` does not match the schema."""
+
+
+class UnknownEventType(PermanentMessageError):
+    """No schema is registered for this event type and version."""

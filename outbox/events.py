@@ -1,0 +1,135 @@
+"""The one event envelope every process speaks, and the registry of event schemas.
+
+The relay never decodes envelopes: it moves the bytes written here. Consumers decode
+through :func:`decode`, which raises a :class:`PermanentMessageError` subclass for
+anything that can never be applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from outbox.errors import SchemaViolation, UndecodableBody, UnknownEventType
+
+
+def _clean_text(value: str) -> str:
+    """Reject strings PostgreSQL cannot store or that no UTF-8 encoder accepts."""
+    if "\x00" in value:
+        raise ValueError("NUL character not allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("lone surrogate not allowed") from exc
+    return value
+
+
+CleanStr = Annotated[str, AfterValidator(_clean_text)]
+Slug = Annotated[CleanStr, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=40)]
+Grade = Annotated[int, Field(ge=1, le=12)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuestionCreatedV1(_Strict):
+    question_id: uuid.UUID
+    title: Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
+    subject: Slug
+    grade: Grade
+    author: Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+    created_at: AwareDatetime
+
+
+class AnswerCreatedV1(_Strict):
+    answer_id: uuid.UUID
+    question_id: uuid.UUID
+    author: Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+    created_at: AwareDatetime
+
+
+EVENT_SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {
+    ("question.created", 1): QuestionCreatedV1,
+    ("answer.created", 1): AnswerCreatedV1,
+}
+
+
+class Envelope(_Strict):
+    """``{id, type, version, occurred_at, aggregate_type, aggregate_id, data}``."""
+
+    id: uuid.UUID
+    type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
+    version: Annotated[int, Field(ge=1, le=1000)]
+    occurred_at: AwareDatetime
+    aggregate_type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=50)]
+    aggregate_id: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
+    data: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+def new_envelope(
+    event_type: str, aggregate_type: str, aggregate_id: object, data: BaseModel, version: int = 1
+) -> Envelope:
+    """Build an envelope with a fresh id; the id is kept end to end."""
+    return Envelope(
+        id=uuid.uuid4(),
+        type=event_type,
+        version=version,
+        occurred_at=datetime.now(UTC),
+        aggregate_type=aggregate_type,
+        aggregate_id=str(aggregate_id),
+        data=data.model_dump(mode="json"),
+    )
+
+
+class DecodedEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    envelope: Envelope
+    data: BaseModel
+
+
+def decode(body: bytes) -> DecodedEvent:
+    """Decode and validate a message body. Raises a ``PermanentMessageError`` subclass."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UndecodableBody(f"body is not UTF-8: {exc}") from exc
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UndecodableBody(f"body is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SchemaViolation("envelope must be a JSON object")
+    try:
+        envelope = Envelope.model_validate(raw)
+    except ValidationError as exc:
+        raise SchemaViolation(_summary("envelope", exc)) from exc
+    schema = EVENT_SCHEMAS.get((envelope.type, envelope.version))
+    if schema is None:
+        raise UnknownEventType(f"no schema for {envelope.type!r} version {envelope.version}")
+    try:
+        data = schema.model_validate(envelope.data)
+    except ValidationError as exc:
+        raise SchemaViolation(_summary(f"{envelope.type} v{envelope.version} data", exc)) from exc
+    return DecodedEvent(envelope=envelope, data=data)
+
+
+def _summary(what: str, exc: ValidationError) -> str:
+    parts = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]]
+    return f"{what} invalid: " + "; ".join(parts)

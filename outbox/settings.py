@@ -1,0 +1,79 @@
+"""Configuration from ``QA_*`` environment variables (one settings class for every process)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+
+class Settings(BaseSettings):
+    """Every tunable of the service. Defaults work on a machine with local services."""
+
+    model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/qa")
+    feed_database_url: SecretStr | None = None
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    api_feed_max_limit: int = Field(default=100, ge=1)
+
+    # Start-up: how long a process keeps trying to reach its services before giving up.
+    startup_timeout_seconds: float = Field(default=30.0, ge=0)
+
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    relay_publish_timeout_seconds: float = Field(default=10.0, gt=0)
+    relay_lock_key: int = 0x51A0_0B0C
+    relay_retention_seconds: float = Field(default=3600.0, ge=0)
+    relay_retention_batch: int = Field(default=5000, ge=1)
+    relay_metrics_port: int = 9101
+
+    consumer_prefetch: int = Field(default=256, ge=1)
+    consumer_batch_size: int = Field(default=128, ge=1)
+    consumer_batch_wait_ms: int = Field(default=5, ge=0)
+    consumer_metrics_port: int = 9102
+    archiver_metrics_port: int = 9103
+    # Delays of the broker-side retry tiers, in seconds, for transient failures.
+    retry_delays: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0])
+    # How many delayed retries an unexpected (unclassified) exception gets.
+    unknown_error_retries: int = Field(default=3, ge=0)
+    # Broker-side backstop for crash loops (quorum queue x-delivery-limit).
+    delivery_limit: int = Field(default=20, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("retry_delays", mode="before")
+    @classmethod
+    def _parse_delays(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.replace(" ", "").split(",") if part]
+        return value
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("retry delays must be positive seconds")
+        return value
+
+    @property
+    def feed_url(self) -> SecretStr:
+        """The database holding the feed read model and its inbox."""
+        return self.feed_database_url or self.database_url
+
+
+def redact(url: str | SecretStr) -> str:
+    """A URL safe to log: the password is masked."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    if raw.startswith("amqp"):
+        from yarl import URL
+
+        parsed = URL(raw)
+        return str(parsed.with_password("***")) if parsed.password else str(parsed)
+    return make_url(raw).render_as_string(hide_password=True)

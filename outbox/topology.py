@@ -1,0 +1,88 @@
+"""RabbitMQ names and declarations: the exchange, the feed queue, its retry tiers and dead letters.
+
+Retry tiers are queues with a per-queue TTL that dead-letter back to ``feed.events``
+through the default exchange, so a retried message reaches only the queue that failed
+it, never the other subscribers of ``qa.events``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+EVENTS_EXCHANGE = "qa.events"
+FEED_QUEUE = "feed.events"
+FEED_BINDINGS = ("question.*", "answer.*")
+FEED_DEAD_QUEUE = "feed.dead"
+
+# Headers a consumer adds when it retries or dead-letters a message.
+H_ATTEMPTS = "x-attempts"
+H_ERROR_CLASS = "x-error-class"
+H_ERROR_MESSAGE = "x-error-message"
+H_FIRST_FAILED_AT = "x-first-failed-at"
+H_FAILED_QUEUE = "x-failed-queue"
+H_DISPOSITION = "x-disposition"
+H_DEAD_LETTER_ID = "x-dead-letter-id"
+H_TRACEBACK = "x-traceback"
+H_REPLAYED_FROM = "x-replayed-from"
+H_HISTORY = "x-history"
+
+
+def retry_queue_name(queue: str, delay_seconds: float) -> str:
+    """``feed.retry.5000ms``: the delay is in the name so changing tiers never clashes."""
+    base = queue.removesuffix(".events")
+    return f"{base}.retry.{round(delay_seconds * 1000)}ms"
+
+
+@dataclass(frozen=True)
+class FeedTopology:
+    exchange: AbstractExchange
+    queue: AbstractQueue
+    dead_queue: AbstractQueue
+    retry_queues: tuple[str, ...]
+
+
+async def declare_exchange(channel: AbstractChannel) -> AbstractExchange:
+    return await channel.declare_exchange(
+        EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+async def declare_feed(
+    channel: AbstractChannel, retry_delays: list[float], delivery_limit: int
+) -> FeedTopology:
+    """Declare everything the feed consumer and its dead-letter archiver rely on (idempotent)."""
+    exchange = await declare_exchange(channel)
+    dead_queue = await channel.declare_queue(
+        FEED_DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    queue = await channel.declare_queue(
+        FEED_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            # Backstop for consumer crash loops: the broker dead-letters a message that
+            # was delivered this many times without being settled.
+            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": FEED_DEAD_QUEUE,
+        },
+    )
+    for key in FEED_BINDINGS:
+        await queue.bind(exchange, routing_key=key)
+    names = []
+    for delay in retry_delays:
+        name = retry_queue_name(FEED_QUEUE, delay)
+        await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-message-ttl": round(delay * 1000),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": FEED_QUEUE,
+            },
+        )
+        names.append(name)
+    return FeedTopology(exchange, queue, dead_queue, tuple(names))
