@@ -25,9 +25,7 @@ def make_async_engine(
     connect_args: dict[str, Any] = {"application_name": application_name, "connect_timeout": 5}
     if options:
         connect_args["options"] = options
-    return create_async_engine(
-        _url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs
-    )
+    return create_async_engine(_url(url), pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def libpq_dsn(url: str | SecretStr) -> str:

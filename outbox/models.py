@@ -111,8 +111,11 @@ class OutboxRow(Base):
             "id",
             postgresql_where=text("published_at IS NULL"),
         ),
-        Index("ix_outbox_published_at", "published_at",
-              postgresql_where=text("published_at IS NOT NULL")),
+        Index(
+            "ix_outbox_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
         Index(None, "event_id"),
         {"schema": "qa"},
     )

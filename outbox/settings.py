@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_feed_max_limit: int = Field(default=100, ge=1)
+    # Benchmark only: skip the outbox write so the benchmark can measure its cost.
+    # Turning it on breaks guarantee 1; the API logs a warning at start-up when it is set.
+    bench_disable_outbox: bool = False
 
     # Start-up: how long a process keeps trying to reach its services before giving up.
     startup_timeout_seconds: float = Field(default=30.0, ge=0)
@@ -32,6 +35,7 @@ class Settings(BaseSettings):
     relay_lock_key: int = 0x51A0_0B0C
     relay_retention_seconds: float = Field(default=3600.0, ge=0)
     relay_retention_batch: int = Field(default=5000, ge=1)
+    # Prometheus /metrics ports; 0 disables the metrics server of that process.
     relay_metrics_port: int = 9101
 
     consumer_prefetch: int = Field(default=256, ge=1)
@@ -40,7 +44,9 @@ class Settings(BaseSettings):
     consumer_metrics_port: int = 9102
     archiver_metrics_port: int = 9103
     # Delays of the broker-side retry tiers, in seconds, for transient failures.
-    retry_delays: Annotated[list[float], NoDecode] = Field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0])
+    retry_delays: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0]
+    )
     # How many delayed retries an unexpected (unclassified) exception gets.
     unknown_error_retries: int = Field(default=3, ge=0)
     # Broker-side backstop for crash loops (quorum queue x-delivery-limit).

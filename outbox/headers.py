@@ -1,0 +1,49 @@
+"""AMQP header tables <-> JSON, losslessly, so a dead letter's headers survive storage.
+
+AMQP field tables carry types JSON lacks (bytes, timestamps, decimals). They are stored
+as tagged objects (``{"$bytes": "<base64>"}``, ``{"$datetime": "<iso>"}``,
+``{"$decimal": "<str>"}``) and turned back into the same types when published again.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+_TAGS = ("$bytes", "$datetime", "$decimal")
+
+
+def to_jsonable(value: Any) -> Any:
+    """AMQP header value (or table) -> JSON-compatible value."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, datetime):
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def from_jsonable(value: Any) -> Any:
+    """Inverse of :func:`to_jsonable`."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((tag, payload),) = value.items()
+            if tag == "$bytes":
+                return base64.b64decode(payload)
+            if tag == "$datetime":
+                return datetime.fromisoformat(payload)
+            if tag == "$decimal":
+                return Decimal(payload)
+        return {k: from_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""Operators' CLI (``qa-ops``)."""

@@ -1,0 +1,31 @@
+"""``qa-ops``: the operators' CLI. Exit codes: 0 ok, 1 failure, 2 usage error."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from sqlalchemy.exc import OperationalError
+
+from outbox.ops import dbcmd, dlq, outbox_status, tokens
+
+app = typer.Typer(
+    name="qa-ops",
+    help="Operate the Q&A outbox service: database, tokens, outbox status, dead letters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dbcmd.app, name="db")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(outbox_status.app, name="outbox")
+app.add_typer(dlq.app, name="dlq")
+
+
+def main() -> None:
+    try:
+        app()
+    except OperationalError as exc:
+        reason = str(exc.orig or exc).splitlines()[0]
+        print(f"qa-ops: database unavailable: {reason}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,26 @@
+"""``qa-ops db``: schema management."""
+
+from __future__ import annotations
+
+import typer
+
+from outbox.migrate import ensure_database
+from outbox.migrate import upgrade as alembic_upgrade
+from outbox.ops.common import console
+from outbox.settings import Settings, redact
+
+app = typer.Typer(help="Database schema.", no_args_is_help=True)
+
+
+@app.command()
+def upgrade(revision: str = typer.Argument("head", help="Alembic revision to reach.")) -> None:
+    """Create the database(s) if missing and apply Alembic migrations."""
+    settings = Settings()
+    urls = [settings.database_url]
+    if settings.feed_url.get_secret_value() != settings.database_url.get_secret_value():
+        urls.append(settings.feed_url)
+    for url in urls:
+        if ensure_database(url):
+            console.print(f"created database {redact(url)}")
+        alembic_upgrade(url, revision)
+        console.print(f"migrated {redact(url)} to {revision}")

@@ -1,0 +1,74 @@
+"""``qa-ops outbox status``: is the relay keeping up?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+from sqlalchemy import text
+
+from outbox.ops.common import console, engine, print_json
+
+app = typer.Typer(help="Outbox table.", no_args_is_help=True)
+
+STATUS_SQL = text(
+    """
+    SELECT
+      (SELECT count(*) FROM qa.outbox WHERE published_at IS NULL) AS pending,
+      (SELECT extract(epoch FROM now() - min(created_at))
+         FROM qa.outbox WHERE published_at IS NULL) AS oldest_pending_age_seconds,
+      (SELECT count(*) FROM qa.outbox WHERE published_at IS NULL AND attempts > 0) AS failing,
+      (SELECT count(*) FROM qa.outbox
+         WHERE published_at >= now() - interval '1 minute') AS published_last_minute
+    """
+)
+FAILING_SQL = text(
+    """
+    SELECT id, event_id, event_type, attempts, last_error, next_attempt_at
+    FROM qa.outbox WHERE published_at IS NULL AND attempts > 0
+    ORDER BY id LIMIT :limit
+    """
+)
+
+
+@app.command()
+def status(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    failing_limit: int = typer.Option(10, "--failing-limit", min=0, help="Failing rows to list."),
+) -> None:
+    """Pending count, age of the oldest pending event, failing rows, published last minute."""
+    with engine() as eng, eng.connect() as conn:
+        summary: dict[str, Any] = dict(conn.execute(STATUS_SQL).mappings().one())
+        rows = [dict(r) for r in conn.execute(FAILING_SQL, {"limit": failing_limit}).mappings()]
+    age = summary["oldest_pending_age_seconds"]
+    summary["oldest_pending_age_seconds"] = round(float(age), 3) if age is not None else None
+    summary["failing_rows"] = rows
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title="outbox status", show_header=False)
+    table.add_row("pending", str(summary["pending"]))
+    table.add_row("oldest pending age (s)", str(summary["oldest_pending_age_seconds"] or "-"))
+    table.add_row("failing rows", str(summary["failing"]))
+    table.add_row("published in the last minute", str(summary["published_last_minute"]))
+    console.print(table)
+    if rows:
+        failing = Table(title="failing rows (oldest first)")
+        for col in ("id", "event_id", "event_type", "attempts", "next_attempt_at", "last_error"):
+            failing.add_column(col)
+        for r in rows:
+            failing.add_row(
+                *(
+                    str(r[c])
+                    for c in (
+                        "id",
+                        "event_id",
+                        "event_type",
+                        "attempts",
+                        "next_attempt_at",
+                        "last_error",
+                    )
+                )
+            )
+        console.print(failing)
