@@ -2,7 +2,7 @@
 
 AMQP field tables carry types JSON lacks (bytes, timestamps, decimals). They are stored
 as tagged objects (``{"$bytes": "<base64>"}``, ``{"$datetime": "<iso>"}``,
-``{"$decimal": "<str>"}``) and turned back into the same types when published again.
+``{"$decimal": "<str>"}``; a one-key table whose key is a tag is wrapped in ``$dict``) and turned back into the same types when published again.
 """
 
 from __future__ import annotations
@@ -12,13 +12,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-_TAGS = ("$bytes", "$datetime", "$decimal")
+_TAGS = ("$bytes", "$datetime", "$decimal", "$dict")
 
 
 def to_jsonable(value: Any) -> Any:
     """AMQP header value (or table) -> JSON-compatible value."""
     if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        table = {str(k): to_jsonable(v) for k, v in value.items()}
+        # A real one-key table whose key looks like a tag is wrapped, so it stays a table.
+        if len(table) == 1 and next(iter(table)) in _TAGS:
+            return {"$dict": table}
+        return table
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, bytes | bytearray | memoryview):
@@ -43,6 +47,8 @@ def from_jsonable(value: Any) -> Any:
                 return datetime.fromisoformat(payload)
             if tag == "$decimal":
                 return Decimal(payload)
+            if tag == "$dict":
+                return {k: from_jsonable(v) for k, v in payload.items()}
         return {k: from_jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]
