@@ -1,0 +1,1 @@
+"""The outbox relay: publishes committed ``qa.outbox`` rows to RabbitMQ (``qa-relay``)."""

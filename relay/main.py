@@ -1,0 +1,50 @@
+"""``qa-relay``: settings, logging, start-up connections, then the relay until a stop signal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import aio_pika
+from prometheus_client import start_http_server
+
+from outbox.runtime import connect_with_retry, run, setup_logging
+from outbox.settings import Settings, redact
+from relay.relay import Relay
+
+log = logging.getLogger("qa.relay")
+
+
+async def serve(settings: Settings) -> None:
+    """Connect to PostgreSQL and RabbitMQ (within the start-up budget), then relay."""
+    budget = settings.startup_timeout_seconds
+    amqp = await connect_with_retry(
+        f"RabbitMQ at {redact(settings.amqp_url)}",
+        lambda: aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5),
+        budget,
+    )
+    try:
+        relay = Relay(settings, amqp)
+        lock_conn = await connect_with_retry(
+            f"PostgreSQL at {redact(settings.database_url)}",
+            lambda: relay.connect("lock", autocommit=True),
+            budget,
+        )
+        if settings.relay_metrics_port:
+            start_http_server(settings.relay_metrics_port)
+        log.info(
+            "relay: started (database %s, broker %s, batch %d)",
+            redact(settings.database_url),
+            redact(settings.amqp_url),
+            settings.relay_batch_size,
+        )
+        await relay.run(lock_conn)
+    finally:
+        await amqp.close()
+
+
+def main() -> None:
+    """Console script ``qa-relay``."""
+    settings = Settings()
+    setup_logging(settings.log_level)
+    sys.exit(run(lambda: serve(settings), "qa-relay"))

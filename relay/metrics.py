@@ -1,0 +1,26 @@
+"""Prometheus metrics of the relay process (served on ``settings.relay_metrics_port``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BACKLOG = Gauge("qa_relay_backlog", "Outbox rows not yet published.")
+OLDEST_PENDING_AGE = Gauge(
+    "qa_relay_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row."
+)
+PUBLISHED = Counter("qa_relay_published", "Outbox rows confirmed by the broker and marked.")
+FAILED = Counter(
+    "qa_relay_failed",
+    "Publish attempts that failed (nack, return, timeout, channel error).",
+    ["reason"],
+)
+BATCH_DURATION = Histogram(
+    "qa_relay_batch_duration_seconds",
+    "Claim + publish + mark of one batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+BATCH_SIZE = Histogram(
+    "qa_relay_batch_rows", "Rows claimed per batch.", buckets=(1, 10, 50, 100, 250, 500, 1000, 5000)
+)
+IS_LEADER = Gauge("qa_relay_is_leader", "1 while this process holds the relay advisory lock.")
+PURGED = Counter("qa_relay_retention_deleted", "Published rows deleted by retention.")

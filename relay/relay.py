@@ -1,0 +1,193 @@
+"""The relay loop: become leader, then claim -> publish -> mark until leadership ends.
+
+One *term* of leadership runs three tasks: the lock watcher (LISTEN wake-ups and a
+health check of the lock connection), the batch worker, and maintenance (backlog
+gauges and retention). If any of them fails, the whole term ends at once: the worker
+is cancelled (in-flight publishes are abandoned, the claim transaction rolls back, so
+nothing is marked that was not confirmed), connections are closed, and the relay goes
+back to competing for the lock after a short backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import psycopg
+from aio_pika.abc import AbstractRobustConnection
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from outbox.settings import Settings
+from relay import leader, metrics, store
+from relay.publisher import Publisher
+
+log = logging.getLogger("qa.relay")
+
+STATS_INTERVAL_SECONDS = 5.0
+WORK_LOCK_TIMEOUT_SECONDS = 60.0
+# Failures that end a leadership term without being a bug: connections lost.
+EXPECTED: tuple[type[Exception], ...] = (psycopg.Error, OSError, leader.LeadershipLost)
+
+
+def retention_interval(retention_seconds: float) -> float:
+    """How often the leader purges: often enough to keep the table small, at most 60 s."""
+    return min(60.0, max(1.0, retention_seconds / 10))
+
+
+class Relay:
+    """The outbox relay. ``run()`` never returns on its own; cancel it to stop."""
+
+    def __init__(
+        self, settings: Settings, amqp: AbstractRobustConnection, name: str = "qa-relay"
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.publisher = Publisher(amqp, settings.relay_publish_timeout_seconds)
+        self.is_leader = False
+        self._wake = asyncio.Event()
+        self._idle_tx_ms = round(settings.relay_publish_timeout_seconds * 2000)
+
+    async def connect(self, role: str, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
+        return await store.connect(
+            self.settings.database_url,
+            application_name=f"{self.name}-{role}",
+            autocommit=autocommit,
+            idle_tx_timeout_ms=self._idle_tx_ms,
+        )
+
+    async def run(self, lock_conn: psycopg.AsyncConnection[Any] | None = None) -> None:
+        """Compete for leadership forever; ``lock_conn`` is an already-open lock connection."""
+        await self.publisher.start()
+        backoff = 0.5
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            conn = lock_conn
+            lock_conn = None
+            try:
+                if conn is None or conn.closed:
+                    conn = await self.connect("lock", autocommit=True)
+                await self._term(conn)
+            except EXPECTED as exc:
+                log.warning("relay: leadership term ended: %s", _describe(exc))
+            except Exception:
+                log.exception("relay: leadership term ended by an unexpected error")
+            finally:
+                self._set_leader(False)
+                if conn is not None:
+                    await conn.close()
+            if loop.time() - started > 30:
+                backoff = 0.5  # a long healthy term: the next failure starts over
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _set_leader(self, value: bool) -> None:
+        self.is_leader = value
+        metrics.IS_LEADER.set(1 if value else 0)
+
+    async def _term(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
+        key = self.settings.relay_lock_key
+        await leader.wait_for_lock(lock_conn, key)
+        await leader.start_listening(lock_conn)
+        work = await self.connect("work", autocommit=False)
+        maint = None
+        try:
+            await work.set_autocommit(True)
+            if not await leader.wait_for_lock(
+                work, leader.work_lock_key(key), WORK_LOCK_TIMEOUT_SECONDS
+            ):
+                raise leader.LeadershipLost("a previous leader still holds the work lock")
+            await work.set_autocommit(False)
+            maint = await self.connect("maintenance", autocommit=True)
+            self._set_leader(True)
+            log.info("relay: became leader")
+            self._wake.set()
+            check_every = min(0.5, self.settings.relay_poll_interval_seconds)
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(leader.watch(lock_conn, self._wake, check_every))
+                    tasks.create_task(self._work(work))
+                    tasks.create_task(self._maintain(maint))
+            except ExceptionGroup as group:
+                # The first failure ended the term; the others are its consequences.
+                raise group.exceptions[0] from None
+        finally:
+            for conn in (work, maint):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+    async def _broker_ready(self) -> None:
+        """Block (with backoff and a log line per retry) until the channel is usable."""
+        retrying = AsyncRetrying(
+            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+        )
+        async for attempt in retrying:
+            with attempt:
+                await self.publisher.ready(within=5.0)
+
+    async def _work(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        batch_size = self.settings.relay_batch_size
+        while True:
+            await self._broker_ready()
+            self._wake.clear()
+            claimed = await self.run_batch(conn)
+            if claimed >= batch_size:
+                continue  # more is waiting: no sleep between full batches
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_seconds)
+
+    async def run_batch(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Claim, publish and mark one batch in one short transaction. Returns rows claimed."""
+        started = time.perf_counter()
+        async with conn.transaction():
+            rows = await store.claim(conn, self.settings.relay_batch_size)
+            if not rows:
+                return 0
+            outcome = await self.publisher.publish(rows)
+            await store.mark_published(conn, outcome.published)
+            await store.mark_failed(conn, outcome.failed)
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(rows))
+        metrics.PUBLISHED.inc(len(outcome.published))
+        for reason in outcome.reasons.values():
+            metrics.FAILED.labels(reason).inc()
+        if outcome.failed:
+            sample = next(iter(outcome.failed.values()))
+            log.warning(
+                "relay: %d of %d rows not published (%s)", len(outcome.failed), len(rows), sample
+            )
+        return len(rows)
+
+    async def _maintain(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        every = retention_interval(self.settings.relay_retention_seconds)
+        while True:
+            pending, age = await store.backlog(conn)
+            metrics.BACKLOG.set(pending)
+            metrics.OLDEST_PENDING_AGE.set(age)
+            if loop.time() >= next_purge:
+                deleted = await store.purge_published(
+                    conn, self.settings.relay_retention_seconds, self.settings.relay_retention_batch
+                )
+                metrics.PURGED.inc(deleted)
+                if deleted:
+                    log.info("relay: retention deleted %d published rows", deleted)
+                next_purge = loop.time() + every
+            await asyncio.sleep(min(STATS_INTERVAL_SECONDS, every))
+
+
+def _describe(exc: BaseException) -> str:
+    # psycopg messages can quote the DSN host but never the password; keep one line.
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -1,0 +1,137 @@
+"""The relay's SQL on ``qa.outbox``: claim, mark, retention and backlog figures.
+
+Raw psycopg on purpose: this is the hot path and rows are moved as tuples, never ORM
+objects. Claiming scans for unpublished rows (served by the partial index
+``ix_outbox_pending``), never an ``id > last_id`` high-water mark, so a row committed
+late by a slow transaction is still found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from pydantic import SecretStr
+
+from outbox.db import libpq_dsn
+
+CLAIM_SQL = """
+SELECT id, event_id, event_type, exchange, routing_key, body, headers, created_at
+FROM qa.outbox
+WHERE published_at IS NULL AND next_attempt_at <= now()
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+MARK_PUBLISHED_SQL = "UPDATE qa.outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"
+# Backoff doubles per attempt from 1 s and is capped, so a poisoned row is retried
+# rarely and never blocks the rows behind it (they are claimed while it waits).
+MARK_FAILED_SQL = """
+UPDATE qa.outbox
+SET attempts = attempts + 1,
+    last_error = %s,
+    next_attempt_at = now() + make_interval(secs => least(%s, power(2, least(attempts, 30))))
+WHERE id = ANY(%s::bigint[])
+"""
+PURGE_SQL = """
+DELETE FROM qa.outbox WHERE id IN (
+  SELECT id FROM qa.outbox
+  WHERE published_at IS NOT NULL AND published_at < now() - make_interval(secs => %s)
+  ORDER BY published_at
+  LIMIT %s
+)
+"""
+BACKLOG_SQL = """
+SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+FROM qa.outbox WHERE published_at IS NULL
+"""
+
+MAX_BACKOFF_SECONDS = 300.0
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """One claimed outbox row, exactly as stored."""
+
+    id: int
+    event_id: UUID
+    event_type: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    headers: dict[str, Any]
+    created_at: datetime
+
+
+async def connect(
+    url: str | SecretStr, *, application_name: str, autocommit: bool, idle_tx_timeout_ms: int
+) -> psycopg.AsyncConnection[Any]:
+    """A relay connection. ``idle_in_transaction_session_timeout`` bounds any claim left
+    open by a stalled process; TCP keepalives notice a dead peer without a query."""
+    return await psycopg.AsyncConnection.connect(
+        libpq_dsn(url),
+        autocommit=autocommit,
+        application_name=application_name,
+        connect_timeout=5,
+        keepalives=1,
+        keepalives_idle=5,
+        keepalives_interval=2,
+        keepalives_count=3,
+        options=f"-c idle_in_transaction_session_timeout={idle_tx_timeout_ms}",
+    )
+
+
+async def claim(conn: psycopg.AsyncConnection[Any], limit: int) -> list[PendingRow]:
+    """Lock up to ``limit`` due, unpublished rows in id order (inside the caller's tx)."""
+    async with conn.cursor() as cur:
+        await cur.execute(CLAIM_SQL, (limit,))
+        return [PendingRow(*(row)) for row in await cur.fetchall()]
+
+
+async def mark_published(conn: psycopg.AsyncConnection[Any], ids: list[int]) -> None:
+    """One statement for the whole batch."""
+    if ids:
+        await conn.execute(MARK_PUBLISHED_SQL, (ids,))
+
+
+async def mark_failed(conn: psycopg.AsyncConnection[Any], failures: dict[int, str]) -> None:
+    """attempts+1, last_error, growing next_attempt_at; one statement per distinct error."""
+    by_error: dict[str, list[int]] = {}
+    for row_id, error in failures.items():
+        by_error.setdefault(truncate_error(error), []).append(row_id)
+    for error, ids in by_error.items():
+        await conn.execute(MARK_FAILED_SQL, (error, MAX_BACKOFF_SECONDS, ids))
+
+
+def truncate_error(error: str) -> str:
+    """One line, bounded, NUL-free (PostgreSQL text rejects NUL)."""
+    line = " ".join(error.replace("\x00", "").split())
+    return line[:MAX_ERROR_CHARS]
+
+
+async def purge_published(
+    conn: psycopg.AsyncConnection[Any], retention_seconds: float, batch: int
+) -> int:
+    """Delete published rows older than the retention, ``batch`` rows per transaction.
+
+    ``conn`` must be in autocommit mode so each batch commits on its own and no long
+    transaction holds back vacuum. Returns the number of rows deleted.
+    """
+    total = 0
+    while True:
+        cur = await conn.execute(PURGE_SQL, (retention_seconds, batch))
+        total += cur.rowcount
+        if cur.rowcount < batch:
+            return total
+
+
+async def backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, float]:
+    """(pending rows, age in seconds of the oldest pending row)."""
+    cur = await conn.execute(BACKLOG_SQL)
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), float(row[1])
