@@ -1,0 +1,77 @@
+"""``create_app(settings)``: the FastAPI application. Nothing connects until start-up.
+
+Middleware, outermost first: request id (every response gets ``X-Request-ID``), metrics
+(sees the final status, including 413/500/503), the error catch-all (500/503 without
+details), the body size limit (413), then FastAPI's own exception handlers and routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from api.body_limit import BodyLimitMiddleware
+from api.errors import ErrorMiddleware, install_error_handlers
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.request_id import RequestIdMiddleware
+from api.routes import feed, health, questions
+from outbox.db import make_async_engine
+from outbox.settings import Settings
+
+APPLICATION_NAME = "qa-api"
+# Bounded waits: a saturated pool or a hung statement becomes a 503, not a hung client.
+POOL_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 10_000
+
+
+def _engine(url: SecretStr) -> AsyncEngine:
+    return make_async_engine(
+        url,
+        application_name=APPLICATION_NAME,
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+    )
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine = _engine(settings.database_url)
+    same = settings.feed_url.get_secret_value() == settings.database_url.get_secret_value()
+    feed_engine = engine if same else _engine(settings.feed_url)
+    app.state.engines = {"database": engine} if same else {"database": engine, "feed": feed_engine}
+    app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
+    app.state.feed_sessions = async_sessionmaker(feed_engine, expire_on_commit=False)
+    try:
+        yield
+    finally:
+        for each in app.state.engines.values():
+            await each.dispose()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API for ``settings``. Engines are created by the app's lifespan."""
+    app = FastAPI(
+        title="Q&A service",
+        version="1",
+        description="Questions and answers with a transactional outbox, and the question feed.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics = ApiMetrics()
+    install_error_handlers(app)
+    app.include_router(questions.router)
+    app.include_router(feed.router)
+    app.include_router(health.router)
+    # add_middleware prepends: the last added is the outermost.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(ErrorMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

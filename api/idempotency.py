@@ -1,0 +1,88 @@
+"""``Idempotency-Key``: a retried POST returns the stored result and creates nothing.
+
+The key row is claimed at the start of the write transaction with
+``INSERT ... ON CONFLICT DO NOTHING``, so it commits or rolls back together with the
+question/answer and its outbox row. A concurrent request with the same key waits on
+the unique index until the first transaction ends, then finds the stored result (or, if
+the first rolled back, claims the key itself). Responses are computed before the write
+(ids and timestamps are made here, not by the database), so the stored body is known
+when the key is claimed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from outbox.errors import IdempotencyConflict
+from outbox.models import IdempotencyKey
+
+
+@dataclass(frozen=True)
+class IdempotentRequest:
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_hash(method: str, path: str, body: dict[str, Any]) -> str:
+    """Hash of what the request asks for (validated body, so JSON spacing does not matter)."""
+    canonical = orjson.dumps(
+        {"method": method, "path": path, "body": body}, option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+async def claim(
+    session: AsyncSession,
+    user: str,
+    request: IdempotentRequest,
+    status_code: int,
+    body: dict[str, Any],
+) -> StoredResult | None:
+    """Claim the key in the current transaction. ``None``: claimed, go on and write.
+
+    Otherwise the result stored by an earlier request with the same key and the same
+    request; a different request under that key raises :class:`IdempotencyConflict`.
+    """
+    inserted = await session.execute(
+        insert(IdempotencyKey)
+        .values(
+            user_name=user,
+            key=request.key,
+            request_hash=request.request_hash,
+            status_code=status_code,
+            response=body,
+        )
+        .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_name, IdempotencyKey.key])
+        .returning(IdempotencyKey.key)
+    )
+    if inserted.first() is not None:
+        return None
+    stored = (
+        await session.execute(
+            select(
+                IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response
+            ).where(IdempotencyKey.user_name == user, IdempotencyKey.key == request.key)
+        )
+    ).first()
+    if stored is None:
+        # Only if the row vanished between the two statements (no expiry exists yet).
+        raise RuntimeError("idempotency key conflicted but no stored result was found")
+    if stored.request_hash != request.request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was already used with a different request; "
+            "use a new key for a new request"
+        )
+    return StoredResult(status_code=int(stored.status_code), body=dict(stored.response))

@@ -1,0 +1,85 @@
+"""``qa-api``: check the databases, then serve the API with uvicorn until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from functools import partial
+
+import uvicorn
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import text
+
+from api.app import APPLICATION_NAME, create_app
+from outbox.db import make_async_engine
+from outbox.errors import StartupError
+from outbox.runtime import connect_with_retry, setup_logging
+from outbox.settings import Settings, redact
+
+log = logging.getLogger("qa.api")
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+async def _ping(url: SecretStr) -> None:
+    engine = make_async_engine(url, application_name=APPLICATION_NAME)
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
+async def _check_databases(settings: Settings) -> None:
+    urls = {"database": settings.database_url, "feed database": settings.feed_url}
+    if settings.feed_url.get_secret_value() == settings.database_url.get_secret_value():
+        urls.pop("feed database")
+    for what, url in urls.items():
+        await connect_with_retry(
+            f"{what} {redact(url)}", partial(_ping, url), settings.startup_timeout_seconds
+        )
+
+
+def _load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Field names and messages only: the rejected values may be secrets.
+        fields = ", ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors())
+        print(f"qa-api: cannot start: invalid configuration ({fields})", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``qa-api`` console script."""
+    settings = _load_settings()
+    setup_logging(settings.log_level)
+    if settings.bench_disable_outbox:
+        log.warning(
+            "QA_BENCH_DISABLE_OUTBOX is set: writes emit NO events and the feed will miss "
+            "them. Benchmark use only; never in production."
+        )
+    try:
+        asyncio.run(_check_databases(settings))
+    except StartupError as exc:
+        print(f"qa-api: cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+    log.info(
+        "qa-api serving on http://%s:%d (database %s)",
+        settings.api_host,
+        settings.api_port,
+        redact(settings.database_url),
+    )
+    # uvicorn installs SIGTERM/SIGINT handlers: stop accepting, finish in-flight requests.
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+
+
+if __name__ == "__main__":
+    main()

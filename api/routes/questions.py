@@ -1,0 +1,111 @@
+"""``POST /questions``, ``POST /questions/{id}/answers``, ``GET /questions/{id}``."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from api.deps import CurrentUser, IdempotencyKeyHeader, MetricsDep, QaSession, SettingsDep, UoW
+from api.idempotency import IdempotentRequest, request_hash
+from api.schemas import AnswerIn, AnswerOut, QuestionIn, QuestionOut, QuestionWithAnswers
+from api.writes import WriteResult, create_answer, create_question
+from outbox.errors import NotFound
+from outbox.models import Answer, Question
+
+router = APIRouter(tags=["questions"])
+
+_ERRORS: dict[int | str, dict[str, str]] = {
+    401: {"description": "Missing, invalid or revoked bearer token"},
+    413: {"description": "Request body too large"},
+    422: {"description": "Invalid input, or Idempotency-Key reused with another request"},
+    503: {"description": "Database unavailable; retry after Retry-After seconds"},
+}
+
+
+def _idempotent(key: str | None, path: str, body: dict[str, object]) -> IdempotentRequest | None:
+    if key is None:
+        return None
+    return IdempotentRequest(key=key, request_hash=request_hash("POST", path, body))
+
+
+def _response(result: WriteResult, location: str) -> JSONResponse:
+    headers = {"Location": location}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+
+
+@router.post("/questions", status_code=201, response_model=QuestionOut, responses=_ERRORS)
+async def post_question(
+    data: QuestionIn,
+    user: CurrentUser,
+    uow: UoW,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Ask a question. Emits ``question.created``."""
+    idem = _idempotent(idempotency_key, "/questions", data.model_dump(mode="json"))
+    result = await create_question(uow, settings, metrics, user, data, idem)
+    return _response(result, f"/questions/{result.body['id']}")
+
+
+@router.post(
+    "/questions/{question_id}/answers",
+    status_code=201,
+    response_model=AnswerOut,
+    responses={**_ERRORS, 404: {"description": "Unknown question"}},
+)
+async def post_answer(
+    question_id: uuid.UUID,
+    data: AnswerIn,
+    user: CurrentUser,
+    uow: UoW,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Answer a question. Emits ``answer.created``."""
+    path = f"/questions/{question_id}/answers"
+    idem = _idempotent(idempotency_key, path, data.model_dump(mode="json"))
+    result = await create_answer(uow, settings, metrics, user, question_id, data, idem)
+    return _response(result, f"/questions/{question_id}")
+
+
+@router.get(
+    "/questions/{question_id}",
+    response_model=QuestionWithAnswers,
+    responses={404: {"description": "Unknown question"}},
+)
+async def get_question(question_id: uuid.UUID, session: QaSession) -> QuestionWithAnswers:
+    """A question with its answers, oldest answer first."""
+    question = await session.get(Question, question_id)
+    if question is None:
+        raise NotFound(f"question {question_id} not found")
+    answers = await session.scalars(
+        select(Answer)
+        .where(Answer.question_id == question_id)
+        .order_by(Answer.created_at, Answer.id)
+    )
+    return QuestionWithAnswers(
+        id=question.id,
+        title=question.title,
+        body=question.body,
+        subject=question.subject,
+        grade=question.grade,
+        author=question.author,
+        created_at=question.created_at,
+        answers=[
+            AnswerOut(
+                id=a.id,
+                question_id=a.question_id,
+                body=a.body,
+                author=a.author,
+                created_at=a.created_at,
+            )
+            for a in answers
+        ],
+    )

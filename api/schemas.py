@@ -1,0 +1,86 @@
+"""Request and response bodies of the HTTP API (separate from the database models).
+
+Inputs forbid unknown fields and reuse the event schemas' string types, so anything the
+API accepts (no NUL bytes, no lone surrogates, lowercase slugs) is also a valid event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from outbox.events import CleanStr, Grade, Slug
+
+Title = Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
+Body = Annotated[CleanStr, StringConstraints(min_length=1, max_length=20_000)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuestionIn(_Input):
+    """``POST /questions``. The author is the token's user, never a field."""
+
+    title: Title
+    body: Body
+    subject: Slug
+    grade: Grade
+
+
+class AnswerIn(_Input):
+    """``POST /questions/{id}/answers``."""
+
+    body: Body
+
+
+class AnswerOut(BaseModel):
+    id: uuid.UUID
+    question_id: uuid.UUID
+    body: str
+    author: str
+    created_at: datetime
+
+
+class QuestionOut(BaseModel):
+    id: uuid.UUID
+    title: str
+    body: str
+    subject: str
+    grade: int
+    author: str
+    created_at: datetime
+
+
+class QuestionWithAnswers(QuestionOut):
+    """``GET /questions/{id}``: the question and its answers, oldest first."""
+
+    answers: list[AnswerOut]
+
+
+class FeedItem(BaseModel):
+    question_id: uuid.UUID
+    title: str
+    subject: str
+    grade: int
+    answered: bool
+    answer_count: int
+    created_at: datetime
+    last_answer_at: datetime | None
+
+
+class FeedPage(BaseModel):
+    """One page of the feed; pass ``next_cursor`` back as ``cursor`` for the next one."""
+
+    items: list[FeedItem]
+    next_cursor: str | None
+
+
+class ErrorOut(BaseModel):
+    """Body of 500/503 responses: a generic message and the request id, nothing else."""
+
+    detail: str
+    request_id: str
