@@ -1,0 +1,149 @@
+"""Settling a batch: publish retry / dead-letter copies with confirms, THEN ack.
+
+The order is the whole point: a failed message is acked only after the broker confirmed
+its copy (``mandatory=True`` and returns raising, so an unroutable copy counts as not
+published). If the copy could not be published, the original is requeued after a short
+pause instead of acked, so nothing is lost between the two and nothing hot-loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from consumers import metrics
+from consumers.disposition import Outcome, classify
+from consumers.failed_messages import attempts_of, dead_letter_message, retry_message
+from outbox.settings import Settings
+
+if TYPE_CHECKING:
+    from consumers.consumer import Item
+
+log = logging.getLogger("qa.consumer.feed")
+
+PUBLISH_TIMEOUT_SECONDS = 10.0
+# Pause before requeueing messages whose copy could not be published (broker trouble):
+# keeps a persistent publish failure from turning into a redelivery hot loop.
+REQUEUE_PAUSE_SECONDS = 1.0
+
+
+class Settler:
+    """Publishes copies of failed messages and acks what is safe to ack."""
+
+    def __init__(self, settings: Settings, publisher: AbstractChannel) -> None:
+        self._settings = settings
+        self._publisher = publisher
+
+    async def settle(self, items: Sequence[Item]) -> None:
+        failed = [item for item in items if item.error is not None]
+        unpublished = await self._divert(failed) if failed else []
+        keep = {id(item.message) for item in unpublished}
+        to_ack = [item.message for item in items if id(item.message) not in keep]
+        await ack(to_ack, whole_batch=not unpublished)
+        if unpublished:
+            metrics.DIVERT_FAILURES.inc(len(unpublished))
+            await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
+            for item in unpublished:
+                await _settle_quietly(item.message.nack(requeue=True))
+
+    async def _divert(self, items: list[Item]) -> list[Item]:
+        """Publish each item's copy; return the items whose copy was NOT confirmed."""
+        results = await asyncio.gather(
+            *(self._divert_one(item) for item in items), return_exceptions=True
+        )
+        unpublished = []
+        retried: Counter[str] = Counter()
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error(
+                    "could not publish retry/dead letter for message %s: %r; requeueing",
+                    item.message.message_id,
+                    result,
+                )
+                unpublished.append(item)
+            elif result:
+                retried[result] += 1
+        for error_class, count in retried.items():
+            log.info("%d message(s) scheduled for a delayed retry after %s", count, error_class)
+        return unpublished
+
+    async def _divert_one(self, item: Item) -> str | None:
+        """Publish the copy; return the error class when it was a retry (for the summary)."""
+        assert item.error is not None
+        message = item.message
+        disposition = classify(
+            item.error,
+            attempts_of(message),
+            self._settings.retry_delays,
+            self._settings.unknown_error_retries,
+        )
+        error_class = disposition.error_class or "unknown"
+        if disposition.outcome is Outcome.RETRY_LATER:
+            copy, routing_key = retry_message(message, disposition, item.error)
+            await self._publish(copy, routing_key)
+            metrics.RETRIED.labels(error_class).inc()
+            return error_class
+        if disposition.outcome is Outcome.DEAD_LETTER:
+            copy, routing_key = dead_letter_message(message, disposition, item.error)
+            await self._publish(copy, routing_key)
+            metrics.DEAD_LETTERED.labels(error_class, str(disposition.kind)).inc()
+            log.warning(
+                "dead-lettered message %s (%s, %s after %d attempt(s)): %s",
+                message.message_id,
+                disposition.kind,
+                error_class,
+                disposition.attempts,
+                str(item.error)[:200],
+            )
+        return None
+
+    async def _publish(self, copy: aio_pika.Message, routing_key: str) -> None:
+        await self._publisher.default_exchange.publish(
+            copy, routing_key=routing_key, mandatory=True, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+
+
+async def ack(messages: Sequence[AbstractIncomingMessage], whole_batch: bool) -> None:
+    """Ack ``messages``; with ``whole_batch`` one ``multiple`` ack per channel.
+
+    A failing ack (channel gone) loses nothing: the broker redelivers, the inbox skips.
+    """
+    if not messages:
+        return
+    if not whole_batch:
+        for message in messages:
+            await _settle_quietly(message.ack())
+        return
+    newest: dict[int, AbstractIncomingMessage] = {}
+    for message in messages:
+        key = id(message.channel) if not is_stale(message) else 0
+        if key == 0:
+            continue  # its channel closed: it will be redelivered
+        current = newest.get(key)
+        if current is None or (message.delivery_tag or 0) > (current.delivery_tag or 0):
+            newest[key] = message
+    for message in newest.values():
+        await _settle_quietly(message.ack(multiple=True))
+
+
+def is_stale(message: AbstractIncomingMessage) -> bool:
+    """True when the message's channel closed: it can no longer be acked, only redelivered."""
+    try:
+        return bool(message.channel.is_closed)
+    except Exception:
+        return True
+
+
+async def _settle_quietly(settlement: Awaitable[None]) -> None:
+    try:
+        await settlement
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("ack/nack failed (the broker will redeliver): %r", exc)
