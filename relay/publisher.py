@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import aiormq.exceptions
@@ -47,8 +48,19 @@ def build_message(row: PendingRow) -> aio_pika.Message:
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         timestamp=row.created_at,
-        headers=from_jsonable(row.headers) if row.headers else None,
+        headers=amqp_table(from_jsonable(row.headers)) if row.headers else None,
     )
+
+
+def amqp_table(value: Any) -> Any:
+    """pamqp encodes byte strings only as ``bytearray`` (it rejects ``bytes``)."""
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: amqp_table(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [amqp_table(v) for v in value]
+    return value
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:

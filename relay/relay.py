@@ -128,7 +128,7 @@ class Relay:
     async def _broker_ready(self) -> None:
         """Block (with backoff and a log line per retry) until the channel is usable."""
         retrying = AsyncRetrying(
-            wait=wait_exponential_jitter(initial=0.2, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             retry=retry_if_exception_type(Exception),
             before_sleep=before_sleep_log(log, logging.WARNING),
         )
