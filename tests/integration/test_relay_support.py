@@ -145,9 +145,15 @@ async def collector(
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    settings: Settings, amqp_url: str | None = None, name: str = "test-relay", **overrides: Any
+    settings: Settings,
+    amqp_url: str | None = None,
+    name: str = "test-relay",
+    leader: bool = True,
+    **overrides: Any,
 ) -> AsyncIterator[Relay]:
-    """An in-process relay (a task) on its own robust connection; cancelled on exit."""
+    """An in-process relay (a task) on its own robust connection; cancelled on exit.
+
+    With ``leader`` it waits until the relay leads; otherwise until it stands by."""
     settings = settings.model_copy(update={"relay_metrics_port": 0, **overrides})
     connection = await aio_pika.connect_robust(
         amqp_url or settings.amqp_url.get_secret_value(), reconnect_interval=0.5
@@ -155,7 +161,10 @@ async def running_relay(
     relay = Relay(settings, connection, name=name)
     task = asyncio.create_task(relay.run())
     try:
-        await eventually(lambda: relay.is_leader or task.done(), 10, what="leadership")
+        if leader:
+            await eventually(lambda: relay.is_leader or task.done(), 10, what="leadership")
+        else:
+            await eventually(lambda: _standing_by(settings, name) or task.done(), 10)
         if task.done():
             task.result()
         yield relay
@@ -164,6 +173,23 @@ async def running_relay(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await connection.close()
+
+
+def _standing_by(settings: Settings, name: str) -> bool:
+    """The relay's lock connection exists (it is polling for the lock)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(settings.database_url.get_secret_value())
+    try:
+        with engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                    {"n": f"{name}-lock"},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
 
 
 def unique_lock_key() -> int:
