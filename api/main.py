@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from functools import partial
+from types import FrameType
 
 import uvicorn
 from pydantic import SecretStr, ValidationError
@@ -50,6 +52,10 @@ def _load_settings() -> Settings:
         sys.exit(1)
 
 
+def _already_handled(signum: int, frame: FrameType | None) -> None:
+    log.info("qa-api stopped after %s", signal.Signals(signum).name)
+
+
 def main() -> None:
     """Entry point of the ``qa-api`` console script."""
     settings = _load_settings()
@@ -70,7 +76,12 @@ def main() -> None:
         settings.api_port,
         redact(settings.database_url),
     )
-    # uvicorn installs SIGTERM/SIGINT handlers: stop accepting, finish in-flight requests.
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish in-flight requests),
+    # then restores the previous handlers and re-raises the signal. Installing no-op
+    # handlers first makes that re-raise harmless, so a clean stop exits 0 like the
+    # other commands instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_handled)
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,

@@ -7,7 +7,7 @@ have no title yet and are not shown.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Unpack
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy import Select, select, tuple_
@@ -41,7 +41,7 @@ def _query(
     answered: bool | None,
     after: cursors.Position | None,
     limit: int,
-) -> Select[Unpack[tuple[Any, ...]]]:
+) -> Select[*tuple[Any, ...]]:
     query = select(*_COLUMNS).where(F.title.is_not(None), F.created_at.is_not(None))
     if subject is not None:
         query = query.where(F.subject == subject)

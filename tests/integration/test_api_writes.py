@@ -1,0 +1,150 @@
+"""Writes: a question or answer and its outbox event commit together, or neither does."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from outbox.events import AnswerCreatedV1, QuestionCreatedV1, decode
+from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
+    User,
+    client_fixture,
+    count,
+    outbox_rows,
+    post_question,
+    question_payload,
+    user_fixture,
+)
+
+
+async def test_question_writes_one_outbox_row_with_the_event(
+    client: httpx.AsyncClient, user: User, db: Engine
+) -> None:
+    created = await post_question(client, user, grade=11)
+    assert created["author"] == user.name
+
+    rows = outbox_rows(db, created["id"])
+    assert len(rows) == 1
+    event = decode(rows[0].body)
+    assert rows[0].event_type == "question.created" == event.envelope.type
+    assert rows[0].event_id == event.envelope.id
+    assert isinstance(event.data, QuestionCreatedV1)
+    assert str(event.data.question_id) == created["id"]
+    assert event.data.author == user.name
+    assert (event.data.title, event.data.subject, event.data.grade) == (
+        created["title"],
+        created["subject"],
+        11,
+    )
+
+
+async def test_answer_writes_one_outbox_row_and_author_comes_from_the_token(
+    client: httpx.AsyncClient, user: User, db: Engine
+) -> None:
+    question = await post_question(client, user)
+    response = await client.post(
+        f"/questions/{question['id']}/answers",
+        json={"body": "Rayleigh scattering."},
+        headers=user.headers,
+    )
+    assert response.status_code == 201, response.text
+    answer = response.json()
+    assert answer["author"] == user.name
+    assert answer["question_id"] == question["id"]
+
+    rows = outbox_rows(db, question["id"], "answer.created")
+    assert len(rows) == 1
+    event = decode(rows[0].body)
+    assert rows[0].event_id == event.envelope.id
+    assert isinstance(event.data, AnswerCreatedV1)
+    assert str(event.data.answer_id) == answer["id"]
+    assert str(event.data.question_id) == question["id"]
+    assert event.data.author == user.name
+
+    shown = (await client.get(f"/questions/{question['id']}")).json()
+    assert [a["id"] for a in shown["answers"]] == [answer["id"]]
+    assert shown["answers"][0]["body"] == "Rayleigh scattering."
+
+
+async def test_author_field_in_the_body_is_rejected(client: httpx.AsyncClient, user: User) -> None:
+    response = await client.post(
+        "/questions", json=question_payload(author="someone-else"), headers=user.headers
+    )
+    assert response.status_code == 422
+
+
+async def test_unknown_question_is_404_and_writes_nothing(
+    client: httpx.AsyncClient, user: User, db: Engine
+) -> None:
+    missing = uuid.uuid4()
+    response = await client.post(
+        f"/questions/{missing}/answers", json={"body": "hello"}, headers=user.headers
+    )
+    assert response.status_code == 404
+    assert (await client.get(f"/questions/{missing}")).status_code == 404
+    assert outbox_rows(db, str(missing)) == []
+
+
+@pytest.fixture
+def failing_outbox(db: Engine) -> object:
+    """A trigger that makes the outbox insert of one question's answer fail in PostgreSQL.
+
+    It raises only when the answer row is already visible in the same transaction, so it
+    proves the failure happens after the business insert.
+    """
+    qid: dict[str, str] = {}
+    name = f"fail_{uuid.uuid4().hex[:10]}"
+
+    def arm(question_id: str) -> None:
+        qid["id"] = question_id
+        with db.begin() as conn:
+            conn.execute(
+                text(f"""
+                CREATE FUNCTION qa.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF EXISTS (SELECT 1 FROM qa.answers
+                               WHERE question_id = NEW.aggregate_id::uuid) THEN
+                        RAISE EXCEPTION 'injected outbox failure';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER {name} BEFORE INSERT ON qa.outbox FOR EACH ROW
+                WHEN (NEW.event_type = 'answer.created' AND NEW.aggregate_id = '{question_id}')
+                EXECUTE FUNCTION qa.{name}();
+                """)
+            )
+
+    yield arm
+    if qid:
+        with db.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON qa.outbox"))
+            conn.execute(text(f"DROP FUNCTION IF EXISTS qa.{name}()"))
+
+
+async def test_failure_after_the_answer_insert_leaves_neither_row(
+    client: httpx.AsyncClient, user: User, db: Engine, failing_outbox: object
+) -> None:
+    question = await post_question(client, user)
+    failing_outbox(question["id"])  # type: ignore[operator]
+    url = f"/questions/{question['id']}/answers"
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+
+    response = await client.post(url, json={"body": "lost?"}, headers={**user.headers, **key})
+
+    assert response.status_code == 500
+    assert set(response.json()) == {"detail", "request_id"}
+    assert response.json()["request_id"] == response.headers["X-Request-ID"]
+    for leak in ("Traceback", "injected", "INSERT", "qa.outbox", "psycopg"):
+        assert leak not in response.text
+    qid = question["id"]
+    assert count(db, "SELECT count(*) FROM qa.answers WHERE question_id = :q", q=qid) == 0
+    assert outbox_rows(db, qid, "answer.created") == []
+    assert (
+        count(
+            db, "SELECT count(*) FROM qa.idempotency_keys WHERE key = :k", k=key["Idempotency-Key"]
+        )
+        == 0
+    )
