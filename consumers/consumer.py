@@ -169,7 +169,7 @@ class FeedConsumer:
     async def _apply_with_quick_retries(self, changes: list[FeedChange]) -> Applied:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(QUICK_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=0.02, max=0.1, jitter=0.03),
+            wait=wait_exponential_jitter(multiplier=0.02, max=0.1, jitter=0.03),
             retry=retry_if_exception(is_transient),
             before_sleep=_count_and_log,
             reraise=True,

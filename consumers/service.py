@@ -56,14 +56,17 @@ async def run_feed(
     engine = make_feed_engine(settings)
     server = None
     try:
-        await connect_with_retry(
-            f"feed database at {redact(settings.feed_url)}", lambda: _ping(engine), budget
-        )
-        url = settings.amqp_url.get_secret_value()
-        connection: AbstractRobustConnection = await connect_with_retry(
-            f"RabbitMQ at {redact(settings.amqp_url)}",
-            lambda: aio_pika.connect_robust(url, timeout=5),
-            budget,
+        # Named coroutine functions, not lambdas: tenacity awaits only what it recognises
+        # as a coroutine function (a lambda returning a coroutine would never be awaited).
+        async def ping() -> None:
+            await _ping(engine)
+
+        async def connect() -> AbstractRobustConnection:
+            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5)
+
+        await connect_with_retry(f"feed database at {redact(settings.feed_url)}", ping, budget)
+        connection = await connect_with_retry(
+            f"RabbitMQ at {redact(settings.amqp_url)}", connect, budget
         )
         async with connection:
             channel = await connection.channel()
