@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from prometheus_client import Counter, start_http_server
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -144,7 +144,7 @@ class Archiver:
     async def _store_with_retry(self, rows: list[dict[str, Any]]) -> list[str]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_exponential_jitter(initial=0.1, max=3.0),
+            wait=wait_exponential_jitter(multiplier=0.1, max=3.0, jitter=0.1),
             stop=stop_after_delay(self._retry_budget),
             before_sleep=_log_retry,
             reraise=True,
@@ -188,10 +188,11 @@ async def run_archiver(settings: Settings) -> None:
 
         budget = settings.startup_timeout_seconds
         await connect_with_retry("database", ping, budget)
-        amqp_url = settings.amqp_url.get_secret_value()
-        connection = await connect_with_retry(
-            "broker", lambda: aio_pika.connect_robust(amqp_url), budget
-        )
+
+        async def connect() -> AbstractRobustConnection:
+            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+
+        connection = await connect_with_retry("broker", connect, budget)
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=BATCH_SIZE * 2)
