@@ -89,7 +89,7 @@ async def test_final_state_is_the_same_for_every_order_and_duplicate(
             for envelope in sequence:
                 await publish(channel, envelope_message(envelope), envelope.type)
                 await poll("event applied", lambda e=envelope: inbox_ids(db, [e.id]))
-        for qid, sequence, _ in scenarios:
+        for _qid, sequence, _ in scenarios:
             ids = {e.id for e in sequence}
             await poll("all applied", lambda ids=ids: inbox_ids(db, ids) == ids)
     rows = [_final_row(db, qid) for qid, _, _ in scenarios]

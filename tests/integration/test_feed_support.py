@@ -156,7 +156,7 @@ async def running_consumer(settings: Settings, **overrides: Any) -> AsyncIterato
             await task
 
 
-async def poll(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+async def poll(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:  # noqa: ASYNC109
     """Await until ``check()`` (sync or async) is truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None
