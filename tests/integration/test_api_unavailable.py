@@ -77,3 +77,22 @@ async def test_request_id_of_a_503_is_in_the_log(
     _assert_clean_503(response)
     assert response.headers["X-Request-ID"] == "trace-me-503"
     assert any("trace-me-503" in record.getMessage() for record in caplog.records)
+
+
+async def test_feed_database_loss_does_not_stop_writes(
+    settings: Settings, proxy: TcpProxy, db: Engine
+) -> None:
+    """With QA_FEED_DATABASE_URL set, the feed has its own engine and readiness entry."""
+    url = make_url(settings.database_url.get_secret_value()).set(port=proxy.port)
+    split = settings.model_copy(
+        update={"feed_database_url": SecretStr(url.render_as_string(hide_password=False))}
+    )
+    user = make_user(db)
+    async with running(split) as client:
+        assert (await client.get("/readyz")).json()["checked"] == ["database", "feed"]
+        proxy.block()
+        _assert_clean_503(await client.get("/feed"))
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["failed"] == ["feed"]
+        write = await client.post("/questions", json=question_payload(), headers=user.headers)
+        assert write.status_code == 201

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from outbox.events import AnswerCreatedV1, QuestionCreatedV1, decode
+from outbox.settings import Settings
 from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
     User,
     client_fixture,
@@ -16,6 +17,7 @@ from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
     outbox_rows,
     post_question,
     question_payload,
+    running,
     user_fixture,
 )
 
@@ -117,15 +119,23 @@ def failing_outbox(db: Engine) -> object:
                 """)
             )
 
-    yield arm
-    if qid:
+    def disarm() -> None:
         with db.begin() as conn:
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON qa.outbox"))
             conn.execute(text(f"DROP FUNCTION IF EXISTS qa.{name}()"))
 
+    arm.disarm = disarm  # type: ignore[attr-defined]
+    yield arm
+    if qid:
+        disarm()
+
 
 async def test_failure_after_the_answer_insert_leaves_neither_row(
-    client: httpx.AsyncClient, user: User, db: Engine, failing_outbox: object
+    client: httpx.AsyncClient,
+    user: User,
+    db: Engine,
+    failing_outbox: object,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     question = await post_question(client, user)
     failing_outbox(question["id"])  # type: ignore[operator]
@@ -137,6 +147,8 @@ async def test_failure_after_the_answer_insert_leaves_neither_row(
     assert response.status_code == 500
     assert set(response.json()) == {"detail", "request_id"}
     assert response.json()["request_id"] == response.headers["X-Request-ID"]
+    logged = [r for r in caplog.records if response.headers["X-Request-ID"] in r.getMessage()]
+    assert logged and logged[0].exc_info  # the details are in the log, under the request id
     for leak in ("Traceback", "injected", "INSERT", "qa.outbox", "psycopg"):
         assert leak not in response.text
     qid = question["id"]
@@ -148,3 +160,32 @@ async def test_failure_after_the_answer_insert_leaves_neither_row(
         )
         == 0
     )
+
+
+async def test_retry_after_the_failure_is_fixed_creates_the_answer_once(
+    client: httpx.AsyncClient, user: User, db: Engine, failing_outbox: object
+) -> None:
+    question = await post_question(client, user)
+    failing_outbox(question["id"])  # type: ignore[operator]
+    url = f"/questions/{question['id']}/answers"
+    headers = {**user.headers, "Idempotency-Key": f"k-{uuid.uuid4()}"}
+    assert (await client.post(url, json={"body": "x"}, headers=headers)).status_code == 500
+    failing_outbox.disarm()  # type: ignore[attr-defined]  # the fault clears; client retries
+    first = await client.post(url, json={"body": "x"}, headers=headers)
+    again = await client.post(url, json={"body": "x"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert len(outbox_rows(db, question["id"], "answer.created")) == 1
+
+
+async def test_benchmark_switch_skips_only_the_outbox_row(
+    settings: Settings, user: User, db: Engine
+) -> None:
+    async with running(settings.model_copy(update={"bench_disable_outbox": True})) as client:
+        question = await post_question(client, user)
+        answer = await client.post(
+            f"/questions/{question['id']}/answers", json={"body": "x"}, headers=user.headers
+        )
+    assert answer.status_code == 201
+    assert count(db, "SELECT count(*) FROM qa.answers WHERE id = :a", a=answer.json()["id"]) == 1
+    assert outbox_rows(db, question["id"]) == []
