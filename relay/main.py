@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from typing import Any
 
 import aio_pika
+import psycopg
+from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import start_http_server
 
 from outbox.runtime import connect_with_retry, run, setup_logging
@@ -18,17 +22,24 @@ log = logging.getLogger("qa.relay")
 async def serve(settings: Settings) -> None:
     """Connect to PostgreSQL and RabbitMQ (within the start-up budget), then relay."""
     budget = settings.startup_timeout_seconds
+
+    # Real coroutine functions, not lambdas: tenacity only awaits what it recognises
+    # as a coroutine function (a lambda returning a coroutine is not retried properly).
+    async def connect_broker() -> AbstractRobustConnection:
+        return await aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5)
+
     amqp = await connect_with_retry(
-        f"RabbitMQ at {redact(settings.amqp_url)}",
-        lambda: aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5),
-        budget,
+        f"RabbitMQ at {redact(settings.amqp_url)}", connect_broker, budget
     )
     try:
-        relay = Relay(settings, amqp)
+        # The pid in application_name tells operators (and tests) which process leads.
+        relay = Relay(settings, amqp, name=f"qa-relay-{os.getpid()}")
+
+        async def connect_db() -> psycopg.AsyncConnection[Any]:
+            return await relay.connect("lock", autocommit=True)
+
         lock_conn = await connect_with_retry(
-            f"PostgreSQL at {redact(settings.database_url)}",
-            lambda: relay.connect("lock", autocommit=True),
-            budget,
+            f"PostgreSQL at {redact(settings.database_url)}", connect_db, budget
         )
         if settings.relay_metrics_port:
             start_http_server(settings.relay_metrics_port)
