@@ -145,10 +145,10 @@ class PrivateRabbit:
                     return pid
         return None
 
-    def list_queues(self) -> dict[str, dict[str, int]]:
-        """Queue name -> ``{"consumers": n, "messages": n}`` (from rabbitmqctl)."""
+    def list_queues(self, vhost: str = "/") -> dict[str, dict[str, int]]:
+        """Queue name -> ``{"consumers": n, "messages": n}`` in ``vhost`` (rabbitmqctl)."""
         out = self.ctl(
-            "list_queues", "-q", "--formatter", "json", "name", "consumers", "messages"
+            "list_queues", "-p", vhost, "-q", "--formatter", "json", "name", "consumers", "messages"
         ).stdout
         rows = json.loads(out or "[]")
         return {

@@ -192,13 +192,15 @@ def spawn(
     overrides: Mapping[str, str] | None = None,
     name: str | None = None,
     base_env: Mapping[str, str] | None = None,
+    argv: list[str] | None = None,
 ) -> ManagedProcess:
     """Build (not start) a process of ``kind`` (``api``, ``relay``, ``feed``, ``dead-letters``).
 
     The environment is ``base_env`` (default: this process's), then :data:`TEST_DEFAULTS`,
     then a free API or metrics port, then ``overrides``. Readiness: ``GET /readyz`` for the
     API; the metrics endpoint for the others, or their start-up log line when the
-    override sets the metrics port to 0.
+    override sets the metrics port to 0. ``argv`` replaces the command (a test double
+    that honours the same environment and readiness signal).
     """
     env = {**(base_env if base_env is not None else os.environ), **TEST_DEFAULTS}
     if kind == "api":
@@ -215,7 +217,7 @@ def spawn(
         ready = log_line(r"(?i)\b(started|consuming|ready)\b")
     label = name or kind
     log_dir.mkdir(parents=True, exist_ok=True)
-    return ManagedProcess(label, COMMANDS[kind], env, log_dir / f"{label}.log", ready)
+    return ManagedProcess(label, argv or COMMANDS[kind], env, log_dir / f"{label}.log", ready)
 
 
 def api_base(proc: ManagedProcess) -> str:
