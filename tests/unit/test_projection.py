@@ -10,6 +10,8 @@ import aiormq.abc
 import pytest
 from aio_pika.message import IncomingMessage
 from pamqp import commands
+from pamqp import decode as pamqp_decode
+from pamqp import encode as pamqp_encode
 from pamqp.header import ContentHeader
 
 from consumers.disposition import classify
@@ -145,3 +147,14 @@ def test_lone_surrogates_in_error_text_do_not_break_the_headers() -> None:
     exc = ValueError("bad \ud800 text")
     copy, _ = dead_letter_message(_incoming(b"{}"), classify(exc, 5, [1.0], 0), exc)
     str(copy.headers["x-error-message"]).encode("utf-8")
+
+
+def test_headers_pamqp_decodes_but_cannot_encode_are_made_encodable() -> None:
+    # A non-UTF-8 long string arrives as bytes; pamqp encodes only bytearray.
+    incoming = _incoming(b"{}", {"raw": b"\xff\xfe", "nested": {"list": [b"\x00"]}})
+    exc = ValueError("x")
+    copy, _ = dead_letter_message(incoming, classify(exc, 5, [1.0], 0), exc)
+    encoded = pamqp_encode.field_table(copy.headers)
+    _, decoded = pamqp_decode.field_table(encoded)
+    assert bytes(decoded["raw"]) == b"\xff\xfe"
+    assert bytes(decoded["nested"]["list"][0]) == b"\x00"
