@@ -43,8 +43,10 @@ async def publish_ceiling(env: BenchEnv, count: int, window: int) -> dict[str, f
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange("qa.events")
-        messages = ((message_for(body, uuid.uuid4(), "answer.created"), "answer.created")
-                    for _ in range(count))
+        messages = (
+            (message_for(body, uuid.uuid4(), "answer.created"), "answer.created")
+            for _ in range(count)
+        )
         result = await publish_window(exchange, messages, window)
     finally:
         await connection.close()
@@ -138,7 +140,8 @@ def run(env: BenchEnv, settings: Settings, quick: bool) -> dict[str, dict[str, f
     count = 20_000 if quick else 100_000
     asyncio.run(declare_and_purge(env, settings))
     publish = asyncio.run(publish_ceiling(env, count, window=1000))
-    consume = asyncio.run(consume_ceiling(env, count - int(publish["failed"]),
-                                          settings.consumer_prefetch))
+    consume = asyncio.run(
+        consume_ceiling(env, count - int(publish["failed"]), settings.consumer_prefetch)
+    )
     commit = commit_ceiling(env, seconds=2.0 if quick else 5.0, parallel=8)
     return {"publish": publish, "consume": consume, "commit": commit}

@@ -70,8 +70,16 @@ def copy_into_outbox(dsn: str, events: Sequence[Envelope]) -> None:
         with cur.copy(f"COPY qa.outbox ({OUTBOX_COLUMNS}) FROM STDIN") as copy:
             for env in events:
                 copy.write_row(
-                    (env.id, env.type, env.aggregate_type, env.aggregate_id,
-                     EVENTS_EXCHANGE, env.type, env.to_bytes(), "{}")
+                    (
+                        env.id,
+                        env.type,
+                        env.aggregate_type,
+                        env.aggregate_id,
+                        EVENTS_EXCHANGE,
+                        env.type,
+                        env.to_bytes(),
+                        "{}",
+                    )
                 )
         conn.commit()
 

@@ -44,9 +44,7 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
         self.started_at = time.monotonic()
-        self.popen = subprocess.Popen(
-            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.popen = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if self.profile_path is not None:
             self.profiler = Profiler(self.popen.pid, self.profile_path).start()

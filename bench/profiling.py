@@ -38,8 +38,19 @@ class Profiler:
             return self
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.popen = subprocess.Popen(
-            [exe, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(self.rate),
-             "--nonblocking", "-o", str(self.out)],
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                str(self.rate),
+                "--nonblocking",
+                "-o",
+                str(self.out),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -44,8 +44,9 @@ def _marks(dsn: str) -> tuple[float, float, int, int]:
         return float(row[0]), float(row[1]), int(row[2]), int(row[3])
 
 
-def run(env: BenchEnv, settings: Settings, quick: bool, results: Path,
-        profile: bool) -> dict[str, Any]:
+def run(
+    env: BenchEnv, settings: Settings, quick: bool, results: Path, profile: bool
+) -> dict[str, Any]:
     require_module("relay.main", "the relay")
     count = 20_000 if quick else 100_000
     env.reset_tables()
@@ -55,13 +56,19 @@ def run(env: BenchEnv, settings: Settings, quick: bool, results: Path,
     with psycopg.connect(env.dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE qa.outbox")
     proc = Proc(
-        ["qa-relay"], env.process_env(), results / "relay-drain.log",
+        ["qa-relay"],
+        env.process_env(),
+        results / "relay-drain.log",
         profile_path=results / "profile-relay.raw" if profile else None,
     )
     with proc:
         spawned = time.monotonic()
-        finished = poll_until(lambda: _pending(env.dsn) == 0, timeout=max(120.0, count / 200),
-                              interval=0.1, alive=proc.check_alive)
+        finished = poll_until(
+            lambda: _pending(env.dsn) == 0,
+            timeout=max(120.0, count / 200),
+            interval=0.1,
+            alive=proc.check_alive,
+        )
     first, last, first_batch, batches = _marks(env.dsn)
     delivered = asyncio.run(queue_depth(env.amqp_url, FEED_QUEUE))
     asyncio.run(declare_and_purge(env, settings))

@@ -1,0 +1,109 @@
+"""An open-loop HTTP/1.1 load generator for a fixed offered rate (answers per second).
+
+Open loop: request ``i`` is sent at ``start + i / rate`` whatever the server does, so a
+slow server shows up as latency and a lower achieved rate, not as a politely lower
+offered rate (the coordinated-omission trap of closed-loop tools such as ``wrk``).
+Raw asyncio streams with keep-alive connections keep the client's own CPU small on a
+2-core machine shared with the system under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    offered_rate: float
+    seconds: float
+    sent: int = 0
+    ok: int = 0
+    failed: int = 0
+    late_starts: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class _Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def post(self, request: bytes) -> int:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await self.reader.readexactly(length)
+        return status
+
+
+def _request(host: str, port: int, path: str, token: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def offer(
+    host: str,
+    port: int,
+    token: str,
+    question_ids: list[str],
+    rate: float,
+    seconds: float,
+    max_connections: int = 64,
+) -> LoadResult:
+    """POST answers at ``rate``/s for ``seconds``; records each response's latency."""
+    loop = asyncio.get_running_loop()
+    result = LoadResult(offered_rate=rate, seconds=seconds)
+    idle: list[_Conn] = []
+    opened = 0
+    slots = asyncio.Semaphore(max_connections)
+    body = json.dumps({"body": "An answer posted at a steady rate by the benchmark."}).encode()
+    requests = [
+        _request(host, port, f"/questions/{qid}/answers", token, body) for qid in question_ids
+    ]
+
+    async def one(request: bytes) -> None:
+        nonlocal opened
+        async with slots:
+            conn = idle.pop() if idle else None
+            if conn is None:
+                conn = _Conn(*await asyncio.open_connection(host, port))
+                opened += 1
+            began = loop.time()
+            try:
+                status = await conn.post(request)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                result.failed += 1
+                conn.writer.close()
+                return
+            result.latencies_ms.append((loop.time() - began) * 1000)
+            if status == 201:
+                result.ok += 1
+            else:
+                result.failed += 1
+            idle.append(conn)
+
+    total = int(rate * seconds)
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(total):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.005:
+            result.late_starts += 1
+        tasks.append(asyncio.create_task(one(requests[i % len(requests)])))
+        result.sent += 1
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.writer.close()
+    return result

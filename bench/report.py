@@ -1,0 +1,183 @@
+"""The summary table (each figure with its ceiling, ratio, target and verdict) and the
+JSON result file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.stats import Target, ratio, verdict
+
+RELAY_TARGET = Target(0.9)
+FEED_TARGET = Target(0.8)
+API_TARGET = Target(0.9)
+P50_TARGET = Target(10.0, at_least=False)
+P99_TARGET = Target(50.0, at_least=False)
+FLAT_TARGET = Target(2.0, at_least=False)
+
+
+@dataclass(frozen=True)
+class Line:
+    part: str
+    figure: str
+    value: str
+    against: str
+    judged: float | None
+    target: Target | None
+
+    def as_dict(self) -> dict[str, Any]:
+        met = self.target.met(self.judged) if self.target else None
+        return {
+            "part": self.part,
+            "figure": self.figure,
+            "value": self.value,
+            "against": self.against,
+            "judged": self.judged,
+            "target": self.target.describe() if self.target else None,
+            "verdict": verdict(met) if self.target else "info",
+        }
+
+
+def _get(result: dict[str, Any], *path: str) -> Any:
+    node: Any = result
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _fmt(value: float | None, unit: str = "/s", digits: int = 0) -> str:
+    return "not measured yet" if value is None else f"{value:,.{digits}f}{unit}"
+
+
+def lines(result: dict[str, Any]) -> list[Line]:
+    """Every figure of a run, in the order the benchmark measures them."""
+    pub = _get(result, "ceilings", "publish", "rate")
+    con = _get(result, "ceilings", "consume", "rate")
+    out = [
+        Line("ceiling", "publish with confirms", _fmt(pub), "", None, None),
+        Line("ceiling", "consume + ack", _fmt(con), "", None, None),
+        Line(
+            "ceiling",
+            "PG single-row commit (1 conn)",
+            _fmt(_get(result, "ceilings", "commit", "rate")),
+            "",
+            None,
+            None,
+        ),
+        Line(
+            "ceiling",
+            "PG single-row commit (8 conns)",
+            _fmt(_get(result, "ceilings", "commit", "rate_parallel")),
+            "",
+            None,
+            None,
+        ),
+    ]
+    relay = _get(result, "relay_drain", "rate")
+    out.append(
+        Line(
+            "relay",
+            "drain of backlog (steady)",
+            _fmt(relay),
+            f"publish {_fmt(pub)}",
+            ratio(relay, pub),
+            RELAY_TARGET,
+        )
+    )
+    wall = _get(result, "relay_drain", "wall_rate")
+    out.append(Line("relay", "drain incl. process start", _fmt(wall), "", ratio(wall, pub), None))
+    feed = _get(result, "feed_apply", "rate")
+    out.append(
+        Line(
+            "feed",
+            "apply of queued events (steady)",
+            _fmt(feed),
+            f"consume {_fmt(con)}",
+            ratio(feed, con),
+            FEED_TARGET,
+        )
+    )
+    with_ = _get(result, "api_write", "with_outbox_rps")
+    without = _get(result, "api_write", "without_outbox_rps")
+    out.append(
+        Line(
+            "api",
+            "answers/s with outbox",
+            _fmt(with_),
+            f"without {_fmt(without)}",
+            ratio(with_, without),
+            API_TARGET,
+        )
+    )
+    p50 = _get(result, "latency", "p50_ms_at_500")
+    p99 = _get(result, "latency", "p99_ms_at_500")
+    best = _get(result, "latency", "max_sustained_rate")
+    out.append(
+        Line("latency", "commit-to-feed p50 @500/s", _fmt(p50, " ms", 1), "", p50, P50_TARGET)
+    )
+    out.append(
+        Line("latency", "commit-to-feed p99 @500/s", _fmt(p99, " ms", 1), "", p99, P99_TARGET)
+    )
+    out.append(Line("latency", "highest sustained offered rate", _fmt(best), "", None, None))
+    small = _get(result, "claim", "scenarios", "small_backlog", "median_ms")
+    large = _get(result, "claim", "scenarios", "large_backlog", "median_ms")
+    rows = _get(result, "claim", "large_rows")
+    out.append(
+        Line(
+            "claim",
+            f"claim median, {rows or '1M'} backlog",
+            _fmt(large, " ms", 2),
+            f"small backlog {_fmt(small, ' ms', 2)}",
+            ratio(large, small),
+            FLAT_TARGET,
+        )
+    )
+    published = _get(result, "claim", "scenarios", "large_published_small_backlog", "median_ms")
+    out.append(
+        Line(
+            "claim",
+            "claim median, big published table",
+            _fmt(published, " ms", 2),
+            "",
+            ratio(published, small),
+            FLAT_TARGET,
+        )
+    )
+    return out
+
+
+def print_table(result: dict[str, Any], console: Console) -> None:
+    table = Table(title="Benchmark (ratios against this machine's ceilings, same run)")
+    for col in ("part", "figure", "value", "against", "ratio", "target", "verdict"):
+        table.add_column(col)
+    for line in lines(result):
+        row = line.as_dict()
+        judged = line.judged
+        shown = "" if judged is None else (f"{judged:.2f}" if line.part != "latency" else "")
+        style = {"MET": "green", "NOT MET": "red"}.get(row["verdict"], "")
+        table.add_row(
+            line.part,
+            line.figure,
+            line.value,
+            line.against,
+            shown,
+            row["target"] or "",
+            f"[{style}]{row['verdict']}[/]" if style else row["verdict"],
+        )
+    console.print(table)
+    for part, status in result.get("status", {}).items():
+        if status != "ok":
+            console.print(f"[yellow]{part}: {status}[/]")
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    result["summary"] = [line.as_dict() for line in lines(result)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
