@@ -69,13 +69,14 @@ def _step(
     except TimeoutError:
         drained = False
     feed = summarize_latencies(_latencies(env.dsn, began + WARMUP_SECONDS, ended))
-    achieved = load.ok / seconds
+    achieved = load.ok / max(load.elapsed, seconds)
     step: dict[str, Any] = {
         "offered_rate": rate,
         "achieved_rate": achieved,
         "ok": load.ok,
         "failed": load.failed,
         "late_starts": load.late_starts,
+        "elapsed_seconds": load.elapsed,
         "all_reached_feed": drained,
         "commit_to_feed": feed,
         "http": summarize_latencies(load.latencies_ms),

@@ -22,6 +22,8 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     late_starts: int = 0
+    # From the first scheduled send to the last response: the achieved rate's denominator.
+    elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -104,6 +106,7 @@ async def offer(
         tasks.append(asyncio.create_task(one(requests[i % len(requests)])))
         result.sent += 1
     await asyncio.gather(*tasks)
+    result.elapsed = loop.time() - start
     for conn in idle:
         conn.writer.close()
     return result
