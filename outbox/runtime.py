@@ -56,8 +56,14 @@ async def connect_with_retry(
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=False,
     )
+
+    async def attempt() -> T:
+        # Awaiting here (not handing ``connect`` to tenacity) makes lambdas and
+        # functools.partial objects that return awaitables retry as well.
+        return await connect()
+
     try:
-        return await retrying(connect)
+        return await retrying(attempt)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
         reason = f"{type(cause).__name__}: {cause}".splitlines()[0] if cause else "unknown"
