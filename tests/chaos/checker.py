@@ -70,8 +70,11 @@ class Report:
     @property
     def lost(self) -> int:
         """Events lost: never applied, plus answers the feed does not count."""
+        # Two views of the same losses: events missing from the inbox, and what the feed
+        # rows lack. Report the larger so one lost event is never counted twice.
         missing_answers = sum(truth - seen for _, truth, seen in self.feed_undercounted)
-        return max(len(self.lost_events), missing_answers) + len(self.feed_missing_questions)
+        projected = missing_answers + len(self.feed_missing_questions)
+        return max(len(self.lost_events), projected)
 
     @property
     def duplicates_applied(self) -> int:
