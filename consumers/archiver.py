@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -91,10 +92,14 @@ class Archiver:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         await self._inbox.put(message)
 
-    async def run(self, queue: AbstractQueue) -> None:
-        """Consume ``queue`` until cancelled."""
+    async def run(
+        self, queue: AbstractQueue, on_consuming: Callable[[], None] | None = None
+    ) -> None:
+        """Consume ``queue`` until cancelled; ``on_consuming`` runs once deliveries flow."""
         self._queue = queue
         self._consumer_tag = await queue.consume(self._on_message)
+        if on_consuming is not None:
+            on_consuming()
         try:
             while True:
                 batch = [await self._inbox.get()]
@@ -176,9 +181,7 @@ async def _settle(message: AbstractIncomingMessage, ack: bool) -> None:
 
 async def run_archiver(settings: Settings) -> None:
     """Run the dead-letter archiver until cancelled (SIGTERM/SIGINT via outbox.runtime.run)."""
-    server = None
-    if settings.archiver_metrics_port:
-        server, _ = start_http_server(settings.archiver_metrics_port)
+    server: Any = None
     engine = make_async_engine(settings.database_url, application_name="qa-dead-letters")
     try:
 
@@ -197,12 +200,20 @@ async def run_archiver(settings: Settings) -> None:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=BATCH_SIZE * 2)
             topology = await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
-            log.info(
-                "archiving %s into %s",
-                topology.dead_queue.name,
-                redact(settings.database_url),
-            )
-            await Archiver(engine, STORE_RETRY_BUDGET_SECONDS).run(topology.dead_queue)
+
+            def consuming() -> None:
+                # The metrics endpoint answering is the readiness signal: start it last.
+                nonlocal server
+                if settings.archiver_metrics_port:
+                    server, _ = start_http_server(settings.archiver_metrics_port)
+                log.info(
+                    "consuming %s, archiving into %s",
+                    topology.dead_queue.name,
+                    redact(settings.database_url),
+                )
+
+            archiver = Archiver(engine, STORE_RETRY_BUDGET_SECONDS)
+            await archiver.run(topology.dead_queue, consuming)
     finally:
         await engine.dispose()
         if server is not None:
