@@ -26,15 +26,15 @@ from outbox.topology import FEED_DEAD_QUEUE, declare_feed
 from tests.support.tcpproxy import TcpProxy
 
 
-async def wait_until(check: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    """Poll ``check`` until it returns something truthy, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+async def wait_until(check: Callable[[], Any], within: float = 20.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy, or fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+    raise AssertionError(f"timed out after {within}s waiting for {what or check}")
 
 
 def rows_for(db: Engine, column: str, value: str) -> list[dict[str, Any]]:
