@@ -75,6 +75,12 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "channel", type(exc).__name__
 
 
+def _retrieve(task: asyncio.Task[object]) -> None:
+    # The outcome is read in settle(); an abandoned batch must not log "never retrieved".
+    if not task.cancelled():
+        task.exception()
+
+
 class Publisher:
     """Owns the relay's confirming channel on a robust connection."""
 
@@ -123,8 +129,8 @@ class Publisher:
         self._exchanges[name] = exchange
         return exchange
 
-    async def publish(self, rows: list[PendingRow]) -> BatchOutcome:
-        """Publish ``rows`` with all confirms in flight; never raises for broker trouble."""
+    async def begin(self, rows: list[PendingRow]) -> InFlight:
+        """Start publishing ``rows`` in id order; confirms are awaited by ``settle()``."""
         outcome = BatchOutcome()
         jobs: list[tuple[int, asyncio.Task[object]]] = []
         for row in rows:
@@ -137,20 +143,46 @@ class Publisher:
                 outcome.fail(row.id, "exchange", f"exchange {row.exchange!r} does not exist")
                 continue
             coro = exchange.publish(build_message(row), row.routing_key, mandatory=True)
-            jobs.append((row.id, asyncio.ensure_future(coro)))
-        if not jobs:
+            task = asyncio.ensure_future(coro)
+            task.add_done_callback(_retrieve)
+            jobs.append((row.id, task))
+        return InFlight(jobs, outcome, asyncio.get_running_loop().time() + self._timeout)
+
+    async def publish(self, rows: list[PendingRow]) -> BatchOutcome:
+        """Publish ``rows`` with all confirms in flight; never raises for broker trouble."""
+        return await (await self.begin(rows)).settle()
+
+
+class InFlight:
+    """A batch whose publishes are under way on the channel."""
+
+    def __init__(
+        self, jobs: list[tuple[int, asyncio.Task[object]]], outcome: BatchOutcome, deadline: float
+    ) -> None:
+        self._jobs = jobs
+        self._outcome = outcome
+        self._deadline = deadline
+
+    def cancel(self) -> None:
+        """Abandon every publish not settled yet (its row stays unpublished)."""
+        for _, task in self._jobs:
+            if not task.done():
+                task.cancel()
+
+    async def settle(self) -> BatchOutcome:
+        """Wait for every confirm until the batch's deadline; sort rows into the outcome."""
+        outcome = self._outcome
+        if not self._jobs:
             return outcome
-        tasks = [task for _, task in jobs]
+        tasks = [task for _, task in self._jobs]
+        remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
         try:
-            _, pending = await asyncio.wait(tasks, timeout=self._timeout)
+            await asyncio.wait(tasks, timeout=remaining)
         finally:
-            # Also on our own cancellation (stop, lost leadership): no orphan publishes.
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-        for row_id, task in jobs:
+            # Timeout, or our own cancellation (stop, lost leadership): no orphan publishes.
+            self.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for row_id, task in self._jobs:
             error = task.exception() if not task.cancelled() else asyncio.CancelledError()
             if error is None:
                 outcome.published.append(row_id)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 import psycopg
@@ -27,6 +26,7 @@ from tenacity import (
 
 from outbox.settings import Settings
 from relay import leader, metrics, store
+from relay.pipeline import Pipeline
 from relay.publisher import Publisher
 
 log = logging.getLogger("qa.relay")
@@ -97,16 +97,26 @@ class Relay:
         key = self.settings.relay_lock_key
         await leader.wait_for_lock(lock_conn, key)
         await leader.start_listening(lock_conn)
-        work = await self.connect("work", autocommit=False)
-        maint = None
+        conns: list[psycopg.AsyncConnection[Any]] = []
         try:
-            await work.set_autocommit(True)
+            fence = await self.connect("work", autocommit=True)
+            conns.append(fence)
             if not await leader.wait_for_lock(
-                work, leader.work_lock_key(key), WORK_LOCK_TIMEOUT_SECONDS
+                fence, leader.work_lock_key(key), WORK_LOCK_TIMEOUT_SECONDS
             ):
                 raise leader.LeadershipLost("a previous leader still holds the work lock")
-            await work.set_autocommit(False)
+            await fence.set_autocommit(False)
+            conns.append(await self.connect("work", autocommit=False))
             maint = await self.connect("maintenance", autocommit=True)
+            conns.append(maint)
+            pipeline = Pipeline(
+                self.publisher,
+                (conns[0], conns[1]),
+                self.settings.relay_batch_size,
+                self.settings.relay_poll_interval_seconds,
+                self._wake,
+                self._broker_ready,
+            )
             self._set_leader(True)
             log.info("relay: became leader")
             self._wake.set()
@@ -114,16 +124,16 @@ class Relay:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(leader.watch(lock_conn, self._wake, check_every))
-                    tasks.create_task(self._work(work))
+                    tasks.create_task(pipeline.run())
                     tasks.create_task(self._maintain(maint))
             except ExceptionGroup as group:
                 # The first failure ended the term; the others are its consequences.
                 raise group.exceptions[0] from None
         finally:
-            for conn in (work, maint):
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+            self._set_leader(False)
+            for conn in conns:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     async def _broker_ready(self) -> None:
         """Block (with backoff and a log line per retry) until the channel is usable."""
@@ -135,39 +145,6 @@ class Relay:
         async for attempt in retrying:
             with attempt:
                 await self.publisher.ready(within=5.0)
-
-    async def _work(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        batch_size = self.settings.relay_batch_size
-        while True:
-            await self._broker_ready()
-            self._wake.clear()
-            claimed = await self.run_batch(conn)
-            if claimed >= batch_size:
-                continue  # more is waiting: no sleep between full batches
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.relay_poll_interval_seconds)
-
-    async def run_batch(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """Claim, publish and mark one batch in one short transaction. Returns rows claimed."""
-        started = time.perf_counter()
-        async with conn.transaction():
-            rows = await store.claim(conn, self.settings.relay_batch_size)
-            if not rows:
-                return 0
-            outcome = await self.publisher.publish(rows)
-            await store.mark_published(conn, outcome.published)
-            await store.mark_failed(conn, outcome.failed)
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(len(rows))
-        metrics.PUBLISHED.inc(len(outcome.published))
-        for reason in outcome.reasons.values():
-            metrics.FAILED.labels(reason).inc()
-        if outcome.failed:
-            sample = next(iter(outcome.failed.values()))
-            log.warning(
-                "relay: %d of %d rows not published (%s)", len(outcome.failed), len(rows), sample
-            )
-        return len(rows)
 
     async def _maintain(self, conn: psycopg.AsyncConnection[Any]) -> None:
         loop = asyncio.get_running_loop()

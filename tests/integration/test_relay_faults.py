@@ -25,13 +25,17 @@ def amqp(settings: Settings) -> str:
 
 
 def work_session_idle(db: Engine, name: str) -> bool:
-    """The relay's claim connection has no transaction open (its batch is settled)."""
+    """The relay's claim connections have no transaction open (their batches settled)."""
     with db.connect() as conn:
-        state = conn.execute(
-            text("SELECT state FROM pg_stat_activity WHERE application_name = :n"),
-            {"n": f"{name}-work"},
-        ).scalar_one_or_none()
-    return state == "idle"
+        states = (
+            conn.execute(
+                text("SELECT state FROM pg_stat_activity WHERE application_name = :n"),
+                {"n": f"{name}-work"},
+            )
+            .scalars()
+            .all()
+        )
+    return bool(states) and all(state == "idle" for state in states)
 
 
 async def test_broker_cut_mid_batch_marks_only_confirmed_rows_and_then_delivers_all(

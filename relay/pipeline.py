@@ -1,0 +1,107 @@
+"""The batch loop of the leader: claim -> publish -> mark, two batches overlapping.
+
+While batch N waits for its confirms, batch N+1 is claimed on a second connection
+(``FOR UPDATE SKIP LOCKED`` passes over N's locked rows) and its publishes are queued
+behind N's on the same channel, so the broker never sits idle between batches and
+messages still leave in id order. Each batch is its own short transaction: it opens at
+the claim and commits right after the mark, bounded by the publish timeout. A batch
+whose mark fails rolls back; its rows stay pending and are published again (at least
+once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+from relay import metrics, store
+from relay.publisher import InFlight, Publisher
+
+log = logging.getLogger("qa.relay")
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class Pipeline:
+    """Runs batches on two non-autocommit connections until cancelled or a DB error."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        conns: tuple[Conn, Conn],
+        batch_size: int,
+        poll_interval: float,
+        wake: asyncio.Event,
+        broker_ready: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._publisher = publisher
+        self._conns = conns
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = wake
+        self._broker_ready = broker_ready
+
+    async def run(self) -> None:
+        batches: list[asyncio.Task[None]] = []  # at most two: the previous and the current
+        publishing: list[InFlight] = []
+        turn = 0
+        try:
+            while True:
+                await self._broker_ready()
+                self._wake.clear()
+                conn = self._conns[turn % 2]
+                turn += 1
+                started = time.perf_counter()
+                rows = await store.claim(conn, self._batch_size)
+                if rows:
+                    inflight = await self._publisher.begin(rows)
+                    publishing = [*publishing[-1:], inflight]
+                    batches.append(asyncio.create_task(self._finish(conn, rows, inflight, started)))
+                else:
+                    await conn.rollback()
+                # Keep only the newest batch in flight while claiming the next one; with
+                # nothing left to claim, let every batch settle before sleeping.
+                while len(batches) > (1 if rows else 0):
+                    await batches[0]  # re-raises a failed mark: the term ends
+                    batches.pop(0)
+                if not batches:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            # A batch task cancelled before it ran never reaches its own cleanup.
+            for inflight in publishing:
+                inflight.cancel()
+            for batch in batches:
+                batch.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+
+    async def _finish(
+        self, conn: Conn, rows: list[store.PendingRow], inflight: InFlight, started: float
+    ) -> None:
+        try:
+            outcome = await inflight.settle()
+            await store.mark_published(conn, outcome.published)
+            await store.mark_failed(conn, outcome.failed)
+            await conn.commit()
+        except BaseException:
+            inflight.cancel()
+            # Roll back so nothing is marked; if the connection is gone, so is the tx.
+            with contextlib.suppress(Exception):
+                await conn.rollback()
+            raise
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(rows))
+        metrics.PUBLISHED.inc(len(outcome.published))
+        for reason in outcome.reasons.values():
+            metrics.FAILED.labels(reason).inc()
+        if outcome.failed:
+            sample = next(iter(outcome.failed.values()))
+            log.warning(
+                "relay: %d of %d rows not published (%s)", len(outcome.failed), len(rows), sample
+            )
