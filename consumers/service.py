@@ -73,10 +73,11 @@ async def run_feed(
             await channel.set_qos(prefetch_count=settings.consumer_prefetch)
             publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
             topology = await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
-            server = metrics.serve(settings.consumer_metrics_port)
             # Strong references: the consumer holds the queue, this frame holds the consumer.
             consumer = FeedConsumer(settings, engine, topology.queue, publisher, on_delivery)
             await consumer.start()
+            # Serving /metrics doubles as the readiness signal: it is up once consuming.
+            server = metrics.serve(settings.consumer_metrics_port)
             log.info(
                 "feed consumer started on %s (db %s, prefetch %d, batch %d/%dms, tiers %s)",
                 redact(settings.amqp_url),
