@@ -13,6 +13,7 @@ event reached the feed within the drain timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,11 @@ def _latencies(dsn: str, since: float, until: float) -> list[float]:
 
 
 def _step(
-    env: BenchEnv, api: ApiProc, token: str, ids: list[str], rate: float, seconds: float
+    env: BenchEnv, apis: list[ApiProc], token: str, ids: list[str], rate: float, seconds: float
 ) -> dict[str, Any]:
     began = time.time()
-    load = asyncio.run(offer("127.0.0.1", api.port, token, ids, rate, seconds))
+    targets = [("127.0.0.1", api.port) for api in apis]
+    load = asyncio.run(offer(targets, token, ids, rate, seconds))
     ended = time.time() + 1.0
     drained = True
     try:
@@ -88,7 +90,12 @@ def _step(
 
 
 def run(
-    env: BenchEnv, settings: Settings, quick: bool, results: Path, profile: bool
+    env: BenchEnv,
+    settings: Settings,
+    quick: bool,
+    results: Path,
+    profile: bool,
+    api_procs: int = 2,
 ) -> dict[str, Any]:
     for module, what in (
         ("api.main", "the API"),
@@ -100,7 +107,7 @@ def run(
     asyncio.run(declare_and_purge(env, settings))
     token = create_token(env)
     rates, seconds = ([100.0, 500.0], 5.0) if quick else ([100.0, 250.0, 500.0, 750.0], 10.0)
-    api = ApiProc(env, results / "latency-api.log")
+    apis = [ApiProc(env, results / f"latency-api-{n}.log") for n in range(api_procs)]
     relay = Proc(["qa-relay"], env.process_env(), results / "latency-relay.log")
     consumer = Proc(
         ["qa-consumer", "feed"],
@@ -109,17 +116,21 @@ def run(
         profile_path=results / "profile-latency-consumer.raw" if profile else None,
     )
     steps = []
-    with api, relay, consumer:
-        api.wait_ready()
-        ids = api.seed_questions(token, 50)
+    with contextlib.ExitStack() as stack:
+        for proc in (*apis, relay, consumer):
+            stack.enter_context(proc)
+        for api in apis:
+            api.wait_ready()
+        ids = apis[0].seed_questions(token, 50)
         for rate in rates:
-            for proc in (api, relay, consumer):
+            for proc in (*apis, relay, consumer):
                 proc.check_alive()
-            steps.append(_step(env, api, token, ids, rate, seconds))
+            steps.append(_step(env, apis, token, ids, rate, seconds))
     sustained = [s["offered_rate"] for s in steps if s["sustained"]]
     at_500 = next((s for s in steps if s["offered_rate"] == 500.0), None)
     feed_500 = at_500["commit_to_feed"] if at_500 else {}
     return {
+        "api_processes": api_procs,
         "seconds_per_step": seconds,
         "steps": steps,
         "max_sustained_rate": max(sustained) if sustained else None,

@@ -53,32 +53,35 @@ def _request(host: str, port: int, path: str, token: str, body: bytes) -> bytes:
 
 
 async def offer(
-    host: str,
-    port: int,
+    targets: list[tuple[str, int]],
     token: str,
     question_ids: list[str],
     rate: float,
     seconds: float,
     max_connections: int = 64,
 ) -> LoadResult:
-    """POST answers at ``rate``/s for ``seconds``; records each response's latency."""
+    """POST answers at ``rate``/s for ``seconds``, round-robin over ``targets`` (several
+    ``qa-api`` processes); records each response's latency (send to full response)."""
     loop = asyncio.get_running_loop()
     result = LoadResult(offered_rate=rate, seconds=seconds)
-    idle: list[_Conn] = []
-    opened = 0
+    idle: list[list[_Conn]] = [[] for _ in targets]
     slots = asyncio.Semaphore(max_connections)
     body = json.dumps({"body": "An answer posted at a steady rate by the benchmark."}).encode()
     requests = [
-        _request(host, port, f"/questions/{qid}/answers", token, body) for qid in question_ids
+        [_request(host, port, f"/questions/{qid}/answers", token, body) for qid in question_ids]
+        for host, port in targets
     ]
 
-    async def one(request: bytes) -> None:
-        nonlocal opened
+    async def one(target: int, request: bytes) -> None:
         async with slots:
-            conn = idle.pop() if idle else None
+            pool = idle[target]
+            conn = pool.pop() if pool else None
             if conn is None:
-                conn = _Conn(*await asyncio.open_connection(host, port))
-                opened += 1
+                try:
+                    conn = _Conn(*await asyncio.open_connection(*targets[target]))
+                except OSError:
+                    result.failed += 1
+                    return
             began = loop.time()
             try:
                 status = await conn.post(request)
@@ -91,7 +94,7 @@ async def offer(
                 result.ok += 1
             else:
                 result.failed += 1
-            idle.append(conn)
+            pool.append(conn)
 
     total = int(rate * seconds)
     start = loop.time() + 0.05
@@ -103,10 +106,13 @@ async def offer(
             await asyncio.sleep(delay)
         elif delay < -0.005:
             result.late_starts += 1
-        tasks.append(asyncio.create_task(one(requests[i % len(requests)])))
+        target = i % len(targets)
+        per_target = requests[target]
+        tasks.append(asyncio.create_task(one(target, per_target[i % len(per_target)])))
         result.sent += 1
     await asyncio.gather(*tasks)
     result.elapsed = loop.time() - start
-    for conn in idle:
-        conn.writer.close()
+    for pool in idle:
+        for conn in pool:
+            conn.writer.close()
     return result

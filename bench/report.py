@@ -13,6 +13,7 @@ from rich.table import Table
 
 from bench.stats import Target, ratio, verdict
 
+_PART_OF = {"ceiling": "ceilings"}
 RELAY_TARGET = Target(0.9)
 FEED_TARGET = Target(0.8)
 API_TARGET = Target(0.9)
@@ -157,7 +158,10 @@ def print_table(result: dict[str, Any], console: Console) -> None:
     table = Table(title="Benchmark (ratios against this machine's ceilings, same run)")
     for col in ("part", "figure", "value", "against", "ratio", "target", "verdict"):
         table.add_column(col)
+    ran = set(result.get("status", {}))
     for line in lines(result):
+        if ran and _PART_OF.get(line.part, line.part) not in ran:
+            continue  # not selected with --only
         row = line.as_dict()
         judged = line.judged
         shown = "" if judged is None else (f"{judged:.2f}" if line.part != "latency" else "")
@@ -172,6 +176,10 @@ def print_table(result: dict[str, Any], console: Console) -> None:
             f"[{style}]{row['verdict']}[/]" if style else row["verdict"],
         )
     console.print(table)
+    loads = result.get("load_average", {})
+    if loads:
+        shown = ", ".join(f"{k} {v[0]:.1f}" for k, v in loads.items())
+        console.print(f"1-minute load average (2 cores = 2.0 busy): {shown}")
     for part, status in result.get("status", {}).items():
         if status != "ok":
             console.print(f"[yellow]{part}: {status}[/]")
