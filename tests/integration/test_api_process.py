@@ -31,8 +31,8 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], deadline_s: float = 
     raise AssertionError("qa-api did not become healthy")
 
 
-@pytest.fixture
-def api_process(services: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+@pytest.fixture(name="api_process")
+def api_process_fixture(services: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {**os.environ, **services, "QA_API_PORT": str(port), "QA_API_MAX_BODY_BYTES": "4096"}
     proc = subprocess.Popen([QA_API], env=env, stderr=subprocess.PIPE)
