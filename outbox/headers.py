@@ -2,7 +2,8 @@
 
 AMQP field tables carry types JSON lacks (bytes, timestamps, decimals). They are stored
 as tagged objects (``{"$bytes": "<base64>"}``, ``{"$datetime": "<iso>"}``,
-``{"$decimal": "<str>"}``; a one-key table whose key is a tag is wrapped in ``$dict``) and turned back into the same types when published again.
+``{"$decimal": "<str>"}``; a one-key table whose key is a tag is wrapped in ``$dict``)
+and turned back into the same types when published again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def from_jsonable(value: Any) -> Any:
         if len(value) == 1:
             ((tag, payload),) = value.items()
             if tag == "$bytes":
-                return base64.b64decode(payload)
+                # bytearray: pamqp encodes it as an AMQP byte array; it refuses plain bytes.
+                return bytearray(base64.b64decode(payload))
             if tag == "$datetime":
                 return datetime.fromisoformat(payload)
             if tag == "$decimal":

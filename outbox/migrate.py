@@ -29,7 +29,10 @@ def ensure_database(url: str | SecretStr) -> bool:
     name = sa_url.database
     if not name:
         raise ValueError("database URL names no database")
-    admin = make_engine(sa_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = make_engine(
+        sa_url.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
     try:
         with admin.connect() as conn:
             exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
@@ -54,6 +57,7 @@ def current_revision(url: str | SecretStr) -> str | None:
             has_table = conn.scalar(text("SELECT to_regclass('public.alembic_version')"))
             if not has_table:
                 return None
-            return conn.scalar(text("SELECT version_num FROM public.alembic_version"))
+            version = conn.scalar(text("SELECT version_num FROM public.alembic_version"))
+            return str(version) if version is not None else None
     finally:
         engine.dispose()

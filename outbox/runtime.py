@@ -51,7 +51,7 @@ async def connect_with_retry(
     """Call ``connect`` until it succeeds or ``budget_seconds`` pass, then StartupError."""
     retrying = AsyncRetrying(
         stop=stop_after_delay(budget_seconds),
-        wait=wait_exponential_jitter(initial=0.2, max=3.0),
+        wait=wait_exponential_jitter(multiplier=0.2, max=3.0, jitter=0.2),
         retry=retry_if_exception_type(retry_on),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=False,
