@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    api_max_body_bytes: int = Field(default=128 * 1024, ge=1024)
     api_feed_max_limit: int = Field(default=100, ge=1)
     # Benchmark only: skip the outbox write so the benchmark can measure its cost.
     # Turning it on breaks guarantee 1; the API logs a warning at start-up when it is set.
