@@ -50,6 +50,7 @@ class Report:
     events_committed: int = 0
     events_applied: int = 0
     lost_events: list[str] = field(default_factory=list)
+    lost_details: list[str] = field(default_factory=list)
     unexpected_events: list[str] = field(default_factory=list)
     feed_missing_questions: list[str] = field(default_factory=list)
     feed_undercounted: list[tuple[str, int, int]] = field(default_factory=list)
@@ -148,6 +149,9 @@ class Report:
             kinds = Counter(f.kind for f in self.faults)
             lines.append(f"  fault kinds              {dict(sorted(kinds.items()))}")
         problems = self.problems()
+        if self.lost_details:
+            lines.append("  lost events (outbox state, times seen by the observer queue):")
+            lines += ["    " + d for d in self.lost_details[:10]]
         lines.append("  verdict                  " + ("OK" if not problems else "FAILED"))
         lines += ["    - " + p for p in problems]
         return "\n".join(lines)
@@ -224,6 +228,8 @@ def check(
     report.dead_lettered_poison = len([d for d in dead if d in poison_ids])
     report.lost_events = sorted(set(outbox) - inbox - set(dead_real))
     report.unexpected_events = sorted(inbox - set(outbox))
+    if report.lost_events:
+        report.lost_details = _lost_details(engine, report.lost_events[:10], delivered)
 
     question_events = {agg for etype, agg in outbox.values() if etype == "question.created"}
     report.rows_without_event = len(set(truth) - question_events) + len(
@@ -256,6 +262,28 @@ def check(
         # The load generator makes every logical request's title/body unique.
         report.duplicate_writes = int(answers_by_body) + int(questions_by_title)
     return report
+
+
+def _lost_details(engine: Engine, ids: list[str], delivered: Counter[str] | None) -> list[str]:
+    """Where a lost event stopped: never published, published but not applied, ..."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT event_id::text, id, created_at, published_at, attempts, next_attempt_at, "
+                "left(coalesce(last_error, ''), 120) FROM qa.outbox "
+                "WHERE event_id = ANY(CAST(:ids AS uuid[])) ORDER BY id"
+            ),
+            {"ids": ids},
+        ).all()
+    out = []
+    for event_id, row_id, created, published, attempts, next_at, error in rows:
+        seen = "n/a" if delivered is None else delivered.get(event_id, 0)
+        out.append(
+            f"{event_id} outbox id {row_id} created {created:%H:%M:%S.%f} "
+            f"published {published and f'{published:%H:%M:%S.%f}'} attempts {attempts} "
+            f"next {next_at:%H:%M:%S} seen {seen} error {error!r}"
+        )
+    return out
 
 
 def _same_instant(a: datetime | None, b: datetime | None) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ class ScenarioConfig:
     warmup: float = 2.0
     gap: tuple[float, float] = (0.5, 2.0)
     recovery_timeout: float = 90.0
-    quiesce_timeout: float = 180.0
+    quiesce_timeout: float = 360.0
     quiet_seconds: float = 15.0
     relay: str = "real"
     notes: list[str] = field(default_factory=list)
@@ -175,7 +176,9 @@ async def _quiesce(dep: Deployment, config: ScenarioConfig) -> None:
             state = await asyncio.to_thread(_progress, dep)
             if state[0] == 0 and state[1] == 0:
                 return
-            if state != last:
+            backoff = state[3]
+            # A row waiting out the relay's backoff is not stuck: wait for its retry.
+            if state != last or backoff > 0:
                 last, last_change = state, time.monotonic()
             elif time.monotonic() - last_change > config.quiet_seconds:
                 log.warning("chaos: no progress for %ss, checking as is", config.quiet_seconds)
@@ -184,7 +187,7 @@ async def _quiesce(dep: Deployment, config: ScenarioConfig) -> None:
 
 
 def _progress(dep: Deployment) -> tuple[int, ...]:
-    """(pending outbox rows, committed events not yet applied, inbox size)."""
+    """(pending rows, events not yet applied, inbox size, seconds to the last backoff)."""
     assert dep.engine is not None
     with dep.engine.connect() as conn:
         pending = conn.execute(
@@ -197,4 +200,10 @@ def _progress(dep: Deployment) -> tuple[int, ...]:
             )
         ).scalar_one()
         inbox = conn.execute(text("SELECT count(*) FROM feed.inbox")).scalar_one()
-    return int(pending), int(unapplied), int(inbox)
+        backoff = conn.execute(
+            text(
+                "SELECT coalesce(extract(epoch FROM max(next_attempt_at) - now()), 0) "
+                "FROM qa.outbox WHERE published_at IS NULL"
+            )
+        ).scalar_one()
+    return int(pending), int(unapplied), int(inbox), max(0, math.ceil(backoff))
