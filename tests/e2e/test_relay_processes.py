@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import Engine, text
@@ -25,6 +26,7 @@ from tests.integration.test_relay_support import (
     row_params,
     unique_lock_key,
 )
+from tests.support.tcpproxy import free_port
 
 QA_RELAY = Path(sys.executable).with_name("qa-relay")
 
@@ -145,26 +147,47 @@ async def test_relay_killed_then_restarted_publishes_pending_rows(
         )
 
 
-def test_relay_exits_1_with_one_line_reason_when_the_database_is_unreachable(
-    relays: Relays,
+@pytest.mark.parametrize(
+    ("variable", "url", "what"),
+    [
+        ("QA_DATABASE_URL", "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/qa", "PostgreSQL"),
+        ("QA_AMQP_URL", "amqp://guest:s3cret@127.0.0.1:1/", "RabbitMQ"),
+    ],
+)
+def test_relay_exits_1_with_one_line_reason_when_a_service_is_unreachable(
+    relays: Relays, variable: str, url: str, what: str
 ) -> None:
-    relays.env.update(
-        QA_DATABASE_URL="postgresql+psycopg://postgres:s3cret@127.0.0.1:1/qa",
-        QA_STARTUP_TIMEOUT_SECONDS="1",
-    )
+    relays.env.update({variable: url, "QA_STARTUP_TIMEOUT_SECONDS": "1"})
     proc = relays.start()
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1
     lines = [line for line in err.decode().splitlines() if "cannot start" in line]
-    assert len(lines) == 1 and "PostgreSQL" in lines[0]
+    assert len(lines) == 1 and what in lines[0]
     assert "s3cret" not in err.decode()
 
 
-def test_relay_stops_cleanly_on_sigterm(settings: Settings, db: Engine, relays: Relays) -> None:
+def test_relay_serves_metrics_and_stops_cleanly_on_sigterm(
+    settings: Settings, db: Engine, relays: Relays
+) -> None:
+    port = free_port()
+    relays.env["QA_RELAY_METRICS_PORT"] = str(port)
     proc = relays.start()
     deadline = time.monotonic() + 20
     while leader_pid(db, relays.lock_key) != proc.pid:
         assert time.monotonic() < deadline, "relay never became leader"
         time.sleep(0.05)
+    while True:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        if "qa_relay_is_leader 1.0" in body:
+            break
+        assert time.monotonic() < deadline, body
+        time.sleep(0.05)
+    for name in (
+        "qa_relay_backlog",
+        "qa_relay_oldest_pending_age_seconds",
+        "qa_relay_published_total",
+        "qa_relay_batch_duration_seconds_bucket",
+    ):
+        assert name in body
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
