@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aio_pika
@@ -33,6 +34,8 @@ class BatchOutcome:
     failed: dict[int, str] = field(default_factory=dict)
     # reason label per failed row (nack, unroutable, timeout, channel, exchange): metrics.
     reasons: dict[int, str] = field(default_factory=dict)
+    # Rows left untouched for a later batch (their message id was already in flight).
+    deferred: list[int] = field(default_factory=list)
 
     def fail(self, row_id: int, reason: str, error: str) -> None:
         self.failed[row_id] = f"{reason}: {error}"
@@ -75,12 +78,6 @@ def _classify(exc: BaseException) -> tuple[str, str]:
     return "channel", type(exc).__name__
 
 
-def _retrieve(task: asyncio.Task[object]) -> None:
-    # The outcome is read in settle(); an abandoned batch must not log "never retrieved".
-    if not task.cancelled():
-        task.exception()
-
-
 class Publisher:
     """Owns the relay's confirming channel on a robust connection."""
 
@@ -89,6 +86,10 @@ class Publisher:
         self._timeout = publish_timeout
         self._channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        # aiormq matches a returned message to its publish by message_id, so two
+        # publishes with one id in flight could swap outcomes (a returned row marked
+        # published). A second row with an id in flight waits for a later batch.
+        self._in_flight_ids: set[str] = set()
 
     @property
     def channel(self) -> AbstractRobustChannel:
@@ -129,11 +130,21 @@ class Publisher:
         self._exchanges[name] = exchange
         return exchange
 
+    def _settled(self, message_id: str, task: asyncio.Future[object]) -> None:
+        self._in_flight_ids.discard(message_id)
+        # The outcome is read in settle(); an abandoned batch must not log "never retrieved".
+        if not task.cancelled():
+            task.exception()
+
     async def begin(self, rows: list[PendingRow]) -> InFlight:
         """Start publishing ``rows`` in id order; confirms are awaited by ``settle()``."""
         outcome = BatchOutcome()
         jobs: list[tuple[int, asyncio.Task[object]]] = []
         for row in rows:
+            message_id = str(row.event_id)
+            if message_id in self._in_flight_ids:
+                outcome.deferred.append(row.id)
+                continue
             try:
                 exchange = await self._exchange(row.exchange)
             except Exception as exc:  # broker trouble while probing: retry the row later
@@ -144,7 +155,8 @@ class Publisher:
                 continue
             coro = exchange.publish(build_message(row), row.routing_key, mandatory=True)
             task = asyncio.ensure_future(coro)
-            task.add_done_callback(_retrieve)
+            self._in_flight_ids.add(message_id)
+            task.add_done_callback(partial(self._settled, message_id))
             jobs.append((row.id, task))
         return InFlight(jobs, outcome, asyncio.get_running_loop().time() + self._timeout)
 

@@ -226,3 +226,24 @@ async def test_many_rows_are_all_published_in_id_order(
                 what="all marked",
             )
     assert col.ids() == [str(r.event_id) for r in rows]
+
+
+async def test_rows_sharing_an_event_id_never_swap_outcomes(settings: Settings, db: Engine) -> None:
+    """Returns are matched by message id: a returned twin must not count as published."""
+    key = f"test.{uuid.uuid4().hex}"
+    nowhere = f"test.unbound.{uuid.uuid4().hex}"
+    async with collector(amqp(settings), key) as col:
+        for _ in range(2):
+            lost = row_params(nowhere)
+            twin = {**row_params(key), "event_id": lost["event_id"]}
+            returned, routed = insert_rows(db, [lost, twin])
+            async with running_relay(
+                settings, relay_lock_key=unique_lock_key(), relay_poll_interval_seconds=0.2
+            ):
+                await col.wait_for({str(routed.event_id)})
+                await eventually(lambda r=routed: published_ids(db, [r.id]), what="twin marked")
+                await eventually(
+                    lambda r=returned: outbox_state(db, [r.id])[r.id]["attempts"] >= 1,
+                    what="returned row failed",
+                )
+            assert published_ids(db, [returned.id]) == set()
