@@ -74,6 +74,8 @@ def _classify(exc: BaseException) -> tuple[str, str]:
         return "nack", "negatively confirmed by the broker"
     if isinstance(exc, TimeoutError | asyncio.CancelledError):
         return "timeout", "no confirm within the publish timeout"
+    if isinstance(exc, TypeError | ValueError):  # pamqp/aiormq refused to encode the row
+        return "invalid", f"cannot encode the message: {exc}"
     # Never str() arbitrary connection errors: they may carry the broker URL.
     return "channel", type(exc).__name__
 
@@ -153,7 +155,12 @@ class Publisher:
             if exchange is None:
                 outcome.fail(row.id, "exchange", f"exchange {row.exchange!r} does not exist")
                 continue
-            coro = exchange.publish(build_message(row), row.routing_key, mandatory=True)
+            try:
+                message = build_message(row)
+            except Exception as exc:  # hostile row (e.g. headers not a table): its own failure
+                outcome.fail(row.id, "invalid", f"cannot build the message: {exc!r}")
+                continue
+            coro = exchange.publish(message, row.routing_key, mandatory=True)
             task = asyncio.ensure_future(coro)
             self._in_flight_ids.add(message_id)
             task.add_done_callback(partial(self._settled, message_id))

@@ -247,3 +247,33 @@ async def test_rows_sharing_an_event_id_never_swap_outcomes(settings: Settings, 
                     what="returned row failed",
                 )
             assert published_ids(db, [returned.id]) == set()
+
+
+async def test_hostile_rows_fail_alone_and_good_rows_behind_them_are_published(
+    settings: Settings, db: Engine
+) -> None:
+    key = f"test.{uuid.uuid4().hex}"
+    hostile = insert_rows(
+        db,
+        [
+            row_params(key, headers=["not", "a", "table"]),  # type: ignore[arg-type]
+            {**row_params(key), "headers": f'{{"too-big": {2**70}}}'},
+            row_params("é" * 200),  # 400 bytes: longer than an AMQP routing key may be
+        ],
+    )
+    good = insert_rows(db, [row_params(key) for _ in range(3)])
+    async with collector(amqp(settings), key) as col:
+        async with running_relay(settings, relay_lock_key=unique_lock_key()):
+            await col.wait_for({str(r.event_id) for r in good})
+            states = await eventually(
+                lambda: (
+                    all(
+                        s["attempts"] >= 1
+                        for s in outbox_state(db, [r.id for r in hostile]).values()
+                    )
+                    and outbox_state(db, [r.id for r in hostile])
+                ),
+                what="each hostile row failed",
+            )
+    assert all(s["published_at"] is None and s["last_error"] for s in states.values())
+    assert set(col.ids()) == {str(r.event_id) for r in good}
