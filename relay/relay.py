@@ -65,7 +65,9 @@ class Relay:
 
     async def run(self, lock_conn: psycopg.AsyncConnection[Any] | None = None) -> None:
         """Compete for leadership forever; ``lock_conn`` is an already-open lock connection."""
-        await self.publisher.start()
+        async for attempt in self._retrying():
+            with attempt:
+                await self.publisher.start()
         backoff = 0.5
         loop = asyncio.get_running_loop()
         while True:
@@ -83,7 +85,8 @@ class Relay:
             finally:
                 self._set_leader(False)
                 if conn is not None:
-                    await conn.close()
+                    with contextlib.suppress(Exception):
+                        await conn.close()
             if loop.time() - started > 30:
                 backoff = 0.5  # a long healthy term: the next failure starts over
             await asyncio.sleep(backoff)
@@ -135,14 +138,18 @@ class Relay:
                 with contextlib.suppress(Exception):
                     await conn.close()
 
-    async def _broker_ready(self) -> None:
-        """Block (with backoff and a log line per retry) until the channel is usable."""
-        retrying = AsyncRetrying(
+    @staticmethod
+    def _retrying() -> AsyncRetrying:
+        """Broker trouble after start-up: retry forever, backing off, one log line each."""
+        return AsyncRetrying(
             wait=wait_exponential_jitter(multiplier=0.2, max=5.0, jitter=0.2),
             retry=retry_if_exception_type(Exception),
             before_sleep=before_sleep_log(log, logging.WARNING),
         )
-        async for attempt in retrying:
+
+    async def _broker_ready(self) -> None:
+        """Block (with backoff and a log line per retry) until the channel is usable."""
+        async for attempt in self._retrying():
             with attempt:
                 await self.publisher.ready(within=5.0)
 
