@@ -103,3 +103,43 @@ async def test_leader_that_loses_its_lock_connection_stops_and_the_standby_takes
         await eventually(
             lambda: len(published_ids(db, [r.id for r in rows])) == 20, what="all marked"
         )
+
+
+async def test_claim_connections_lost_mid_stream_loses_nothing(
+    settings: Settings, db: Engine
+) -> None:
+    key = f"test.{uuid.uuid4().hex}"
+    name = f"relay-db-{uuid.uuid4().hex[:8]}"
+    async with collector(amqp(settings), key) as col:
+        rows = insert_rows(db, [row_params(key) for _ in range(600)])
+        ids = [r.id for r in rows]
+        async with running_relay(
+            settings, name=name, relay_lock_key=unique_lock_key(), relay_batch_size=20
+        ):
+            await eventually(lambda: published_ids(db, ids), what="flowing")
+            with db.connect() as conn:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE application_name = :n"
+                    ),
+                    {"n": f"{name}-work"},
+                )
+            await col.wait_for({str(r.event_id) for r in rows}, within=30)
+            await eventually(lambda: len(published_ids(db, ids)) == len(ids), 30, what="all marked")
+
+
+async def test_relay_connections_bound_idle_transactions(settings: Settings) -> None:
+    import aio_pika
+
+    from relay.relay import Relay
+
+    connection = await aio_pika.connect_robust(amqp(settings))
+    try:
+        relay = Relay(settings.model_copy(update={"relay_publish_timeout_seconds": 3}), connection)
+        conn = await relay.connect("probe", autocommit=True)
+        async with conn:
+            cur = await conn.execute("SHOW idle_in_transaction_session_timeout")
+            assert (await cur.fetchone()) == ("6s",)
+    finally:
+        await connection.close()
