@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
+from outbox.settings import Settings
 from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
     User,
     client_fixture,
@@ -125,9 +126,9 @@ async def test_bad_idempotency_key_is_422(client: httpx.AsyncClient, user: User,
 
 
 async def test_oversized_body_by_content_length_is_413(
-    client: httpx.AsyncClient, user: User
+    client: httpx.AsyncClient, user: User, settings: Settings
 ) -> None:
-    big = question_payload(body="b" * 70_000)
+    big = question_payload(body="b" * (settings.api_max_body_bytes + 1))
     response = await client.post("/questions", json=big, headers=user.headers)
     assert response.status_code == 413
     assert "X-Request-ID" in response.headers
@@ -139,7 +140,7 @@ async def test_oversized_chunked_body_is_413(client: httpx.AsyncClient, user: Us
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal sent
         yield b'{"title": "t", "subject": "s", "grade": 1, "body": "'
-        for _ in range(1000):  # 1 MB unless the server stops reading
+        for _ in range(1000):  # 1 MB (over the limit) unless the server stops reading
             sent += 1
             yield b"b" * 1024
         yield b'"}'
