@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -153,6 +154,8 @@ class FeedConsumer:
                 item.error = exc
             return
         committed = datetime.now(UTC)
+        applied: Counter[str] = Counter()
+        duplicates = 0
         for item in items:
             change = item.change
             assert change is not None
@@ -160,11 +163,15 @@ class FeedConsumer:
                 item.error = failed[change.event_id]
             elif change.event_id in fresh:
                 fresh.discard(change.event_id)  # a second copy in this batch is a duplicate
-                metrics.APPLIED.labels(change.event_type).inc()
+                applied[change.event_type] += 1
                 latency = (committed - change.occurred_at).total_seconds()
                 metrics.COMMIT_TO_APPLIED.observe(max(latency, 0.0))
             else:
-                metrics.DUPLICATES.inc()
+                duplicates += 1
+        for event_type, count in applied.items():
+            metrics.APPLIED.labels(event_type).inc(count)
+        if duplicates:
+            metrics.DUPLICATES.inc(duplicates)
 
     async def _apply_with_quick_retries(self, changes: list[FeedChange]) -> Applied:
         retrying = AsyncRetrying(

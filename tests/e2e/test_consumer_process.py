@@ -66,8 +66,10 @@ async def test_sigkill_and_sigterm_mid_stream_lose_nothing_and_apply_nothing_twi
     async def produce() -> None:
         async with broker(settings) as channel:
             for start in range(0, len(events), 20):
-                await publish_events(channel, events[start : start + 20])
-                await asyncio.sleep(0.01)  # a steady flow, so stops land mid-stream
+                # Flat out: the consumer always has a batch in flight when it is stopped.
+                await asyncio.gather(
+                    *(publish_events(channel, [e]) for e in events[start : start + 20])
+                )
 
     producer = asyncio.create_task(produce())
     try:

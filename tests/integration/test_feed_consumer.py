@@ -155,3 +155,30 @@ def _waiting_on_lock(db: Engine) -> bool:
             )
         ).scalar_one()
     return bool(count)
+
+
+async def test_two_consumers_on_one_queue_apply_each_event_once(
+    settings: Settings, db: Engine
+) -> None:
+    """Duplicates spread over two consumers (each may hold one copy) still count once."""
+    qids = [uuid.uuid4() for _ in range(40)]
+    events: list[Envelope] = []
+    for qid in qids:
+        answers = [answer_event(qid, m) for m in range(3)]
+        events += [answers[0], question_event(qid), *answers[1:]]
+    doubled = [e for e in events for _ in range(2)]  # every event delivered twice
+    ids = {e.id for e in events}
+    async with (
+        broker(settings) as channel,
+        running_consumer(settings, consumer_batch_size=8, consumer_prefetch=16) as first,
+        running_consumer(settings, consumer_batch_size=8, consumer_prefetch=16) as second,
+    ):
+        await publish_events(channel, doubled)
+        await poll("all applied", lambda: inbox_ids(db, ids) == ids)
+        sentinel = question_event()
+        await publish_events(channel, [sentinel])
+        await poll("sentinel applied", lambda: inbox_ids(db, [sentinel.id]))
+        assert sum(first.counts.values()) and sum(second.counts.values())  # both took part
+    for qid in qids:
+        row = feed_row(db, qid)
+        assert row is not None and row["answer_count"] == 3 and row["title"]
