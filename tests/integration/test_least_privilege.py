@@ -1,0 +1,89 @@
+"""Per-process database roles get only what their process needs (migration 0002)."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from outbox.db import make_engine
+from outbox.migrate import ensure_database, upgrade
+from tests.conftest import PG_ADMIN_URL, _drop_database
+
+ROLES = ("qa_api", "qa_relay", "qa_consumer", "qa_archiver", "qa_ops")
+
+
+@pytest.fixture(scope="module")
+def granted_db() -> str:
+    """A fresh database migrated while the service roles exist (they are cluster-wide)."""
+    admin = make_engine(f"{PG_ADMIN_URL}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for role in ROLES:
+            conn.execute(
+                text(
+                    f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname='{role}')"
+                    f" THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+                )
+            )
+    admin.dispose()
+    name = f"qa_grants_{uuid.uuid4().hex[:8]}"
+    ensure_database(f"{PG_ADMIN_URL}/{name}")
+    upgrade(f"{PG_ADMIN_URL}/{name}")
+    yield name
+    _drop_database(name)
+
+
+def _as(role: str, dbname: str) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=5432, user=role, dbname=dbname, autocommit=True)
+
+
+def _denied(conn: psycopg.Connection, sql: str) -> bool:
+    try:
+        conn.execute(sql)
+    except psycopg.errors.InsufficientPrivilege:
+        return True
+    return False
+
+
+OUTBOX_ROW = (
+    "INSERT INTO qa.outbox (event_id, event_type, aggregate_type, aggregate_id, routing_key,"
+    " body) VALUES (gen_random_uuid(), 't', 'a', '1', 't', '')"
+)
+
+
+def test_api_writes_questions_and_outbox_but_cannot_touch_published_state(granted_db: str) -> None:
+    with _as("qa_api", granted_db) as conn:
+        conn.execute(OUTBOX_ROW)
+        conn.execute("SELECT * FROM feed.questions LIMIT 1")
+        assert _denied(conn, "UPDATE qa.outbox SET published_at = now()")
+        assert _denied(conn, "DELETE FROM qa.outbox")
+        assert _denied(conn, "INSERT INTO feed.inbox VALUES ('x', gen_random_uuid(), 't')")
+        assert _denied(conn, "INSERT INTO qa.api_tokens (user_name, token_hash) VALUES ('a','b')")
+
+
+def test_relay_only_reads_marks_and_purges_the_outbox(granted_db: str) -> None:
+    with _as("qa_relay", granted_db) as conn:
+        conn.execute("UPDATE qa.outbox SET published_at = now() WHERE false")
+        conn.execute("DELETE FROM qa.outbox WHERE false")
+        assert _denied(conn, OUTBOX_ROW)
+        assert _denied(conn, "SELECT * FROM qa.questions")
+        assert _denied(conn, "SELECT * FROM qa.api_tokens")
+
+
+def test_consumer_and_archiver_stay_in_their_tables(granted_db: str) -> None:
+    with _as("qa_consumer", granted_db) as conn:
+        conn.execute("INSERT INTO feed.inbox VALUES ('feed', gen_random_uuid(), 't')")
+        assert _denied(conn, "SELECT * FROM qa.outbox")
+        assert _denied(conn, "SELECT * FROM feed.dead_letters")
+    with _as("qa_archiver", granted_db) as conn:
+        conn.execute("SELECT * FROM feed.dead_letters")
+        assert _denied(conn, "SELECT * FROM feed.inbox")
+        assert _denied(conn, "SELECT * FROM qa.outbox")
+
+
+def test_ops_can_replay_through_the_outbox(granted_db: str) -> None:
+    with _as("qa_ops", granted_db) as conn:
+        conn.execute(OUTBOX_ROW)
+        conn.execute("UPDATE feed.dead_letters SET status = 'dead' WHERE false")
