@@ -22,6 +22,8 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     late_starts: int = 0
+    # Requests still unanswered at the step's deadline (overload): cancelled, not counted ok.
+    abandoned: int = 0
     # From the first scheduled send to the last response: the achieved rate's denominator.
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
@@ -59,9 +61,14 @@ async def offer(
     rate: float,
     seconds: float,
     max_connections: int = 64,
+    grace: float = 2.0,
 ) -> LoadResult:
     """POST answers at ``rate``/s for ``seconds``, round-robin over ``targets`` (several
-    ``qa-api`` processes); records each response's latency (send to full response)."""
+    ``qa-api`` processes); records each response's latency (send to full response).
+
+    Requests not answered within ``grace`` x ``seconds`` of the start are abandoned, so an
+    overloaded system costs a bounded time instead of draining a huge client-side queue.
+    """
     loop = asyncio.get_running_loop()
     result = LoadResult(offered_rate=rate, seconds=seconds)
     idle: list[list[_Conn]] = [[] for _ in targets]
@@ -110,7 +117,13 @@ async def offer(
         per_target = requests[target]
         tasks.append(asyncio.create_task(one(target, per_target[i % len(per_target)])))
         result.sent += 1
-    await asyncio.gather(*tasks)
+    remaining = max(0.0, start + grace * seconds - loop.time())
+    _, pending = await asyncio.wait(tasks, timeout=remaining) if tasks else (set(), set())
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+    result.abandoned = len(pending)
     result.elapsed = loop.time() - start
     for pool in idle:
         for conn in pool:
