@@ -56,13 +56,14 @@ async def run_feed(
     engine = make_feed_engine(settings)
     server = None
     try:
-        # Named coroutine functions, not lambdas: tenacity awaits only what it recognises
-        # as a coroutine function (a lambda returning a coroutine would never be awaited).
+
         async def ping() -> None:
             await _ping(engine)
 
         async def connect() -> AbstractRobustConnection:
-            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5)
+            return await aio_pika.connect_robust(
+                settings.amqp_url.get_secret_value(), timeout=5, reconnect_interval=1
+            )
 
         await connect_with_retry(f"feed database at {redact(settings.feed_url)}", ping, budget)
         connection = await connect_with_retry(

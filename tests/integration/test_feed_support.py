@@ -138,7 +138,10 @@ async def running_consumer(settings: Settings, **overrides: Any) -> AsyncIterato
     """``run_feed`` as a task of this event loop; cancelled (a SIGTERM-like stop) on exit."""
     deliveries = Deliveries()
     ready = asyncio.Event()
-    consumer_settings = settings.model_copy(update={"consumer_metrics_port": 0, **overrides})
+    # Built anew (not model_copy) so overrides are validated like environment values.
+    consumer_settings = Settings(
+        **{**settings.model_dump(), "consumer_metrics_port": 0, **overrides}
+    )
     task = asyncio.create_task(run_feed(consumer_settings, on_delivery=deliveries, ready=ready))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -171,3 +171,32 @@ async def test_one_failing_event_does_not_fail_its_batch_and_ends_as_unknown(
     assert "injected failure" in str(letter.headers["x-error-message"])
     assert inbox_ids(db, [bad.id]) == set()
     assert feed_row(db, failing_question) is None
+
+
+async def test_broker_connection_cuts_lose_nothing_and_apply_nothing_twice(
+    settings: Settings, db: Engine
+) -> None:
+    """The consumer's AMQP connection is cut twice mid-stream: the robust connection comes
+    back, unacked messages are redelivered, and the inbox absorbs the repeats."""
+    amqp = make_url(settings.amqp_url.get_secret_value().replace("amqp://", "postgresql://"))
+    with TcpProxy(amqp.port or 5672, amqp.host or "127.0.0.1") as proxy:
+        via = settings.amqp_url.get_secret_value().replace(
+            f":{amqp.port or 5672}/", f":{proxy.port}/"
+        )
+        assert str(proxy.port) in via
+        qids = [uuid.uuid4() for _ in range(100)]
+        events = [e for q in qids for e in (question_event(q), answer_event(q), answer_event(q))]
+        ids = {e.id for e in events}
+        async with broker(settings) as channel, running_consumer(settings, amqp_url=via):
+            for cut_after in (100, 200):
+                start = cut_after - 100
+                await publish_events(channel, events[start:cut_after])
+                await poll("some applied", lambda n=start: len(inbox_ids(db, ids)) > n)
+                connections = proxy.connections_accepted
+                proxy.cut()
+                await poll("reconnected", lambda c=connections: proxy.connections_accepted > c)
+            await publish_events(channel, events[200:])
+            await poll("all applied", lambda: inbox_ids(db, ids) == ids)
+    for qid in qids:
+        row = feed_row(db, qid)
+        assert row is not None and row["answer_count"] == 2 and row["title"]
