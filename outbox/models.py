@@ -117,7 +117,8 @@ class OutboxRow(Base):
             postgresql_where=text("published_at IS NOT NULL"),
         ),
         Index(None, "event_id"),
-        {"schema": "qa"},
+        # Writers insert without RETURNING, so the API role needs no SELECT on the outbox.
+        {"schema": "qa", "implicit_returning": False},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from outbox.events import Envelope
@@ -16,18 +17,23 @@ from outbox.models import OutboxRow
 from outbox.topology import EVENTS_EXCHANGE
 
 
+def outbox_values(envelope: Envelope, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Column values of the outbox row that publishes ``envelope`` to ``qa.events``."""
+    return {
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "aggregate_type": envelope.aggregate_type,
+        "aggregate_id": envelope.aggregate_id,
+        "exchange": EVENTS_EXCHANGE,
+        "routing_key": envelope.type,
+        "body": envelope.to_bytes(),
+        "headers": headers or {},
+    }
+
+
 def outbox_row(envelope: Envelope, headers: dict[str, Any] | None = None) -> OutboxRow:
-    """The outbox row that publishes ``envelope`` to ``qa.events`` under its type."""
-    return OutboxRow(
-        event_id=envelope.id,
-        event_type=envelope.type,
-        aggregate_type=envelope.aggregate_type,
-        aggregate_id=envelope.aggregate_id,
-        exchange=EVENTS_EXCHANGE,
-        routing_key=envelope.type,
-        body=envelope.to_bytes(),
-        headers=headers or {},
-    )
+    """The same row as an ORM object."""
+    return OutboxRow(**outbox_values(envelope, headers))
 
 
 class UnitOfWork:
@@ -37,6 +43,7 @@ class UnitOfWork:
         self._sessions = sessions
         self._session: AsyncSession | None = None
         self._committed = False
+        self._events: list[dict[str, Any]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -47,6 +54,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._committed = False
+        self._events = []
         return self
 
     async def __aexit__(
@@ -67,12 +75,19 @@ class UnitOfWork:
         self.session.add(entity)
 
     def add_event(self, envelope: Envelope) -> None:
-        """Write ``envelope`` to the outbox in this transaction."""
-        self.session.add(outbox_row(envelope))
+        """Write ``envelope`` to the outbox in this transaction (at the next flush/commit)."""
+        self._events.append(outbox_values(envelope))
 
     async def flush(self) -> None:
+        """Send pending entities and outbox rows to the database (still uncommitted)."""
         await self.session.flush()
+        if self._events:
+            # A plain multi-row INSERT without RETURNING: the API's database role needs
+            # only INSERT on qa.outbox, never SELECT (least privilege).
+            events, self._events = self._events, []
+            await self.session.execute(insert(OutboxRow), events)
 
     async def commit(self) -> None:
+        await self.flush()
         await self.session.commit()
         self._committed = True

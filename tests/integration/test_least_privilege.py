@@ -87,3 +87,30 @@ def test_ops_can_replay_through_the_outbox(granted_db: str) -> None:
     with _as("qa_ops", granted_db) as conn:
         conn.execute(OUTBOX_ROW)
         conn.execute("UPDATE feed.dead_letters SET status = 'dead' WHERE false")
+
+
+async def test_the_real_api_works_as_its_least_privileged_role(granted_db: str) -> None:
+    from outbox.settings import Settings
+    from tests.integration.test_api_helpers import make_user, question_payload, running
+
+    owner = make_engine(f"{PG_ADMIN_URL}/{granted_db}")
+    user = make_user(owner)
+    role_url = f"postgresql+psycopg://qa_api@127.0.0.1:5432/{granted_db}"
+    async with running(Settings(database_url=role_url)) as client:
+        question = await client.post(
+            "/questions", json=question_payload(), headers={**user.headers, "Idempotency-Key": "k1"}
+        )
+        assert question.status_code == 201, question.text
+        qid = question.json()["id"]
+        answer = await client.post(
+            f"/questions/{qid}/answers", json={"body": "b"}, headers=user.headers
+        )
+        assert answer.status_code == 201, answer.text
+        assert (await client.get(f"/questions/{qid}")).status_code == 200
+        assert (await client.get("/feed")).status_code == 200
+    with owner.connect() as conn:
+        events = conn.scalar(
+            text("SELECT count(*) FROM qa.outbox WHERE aggregate_id = :q"), {"q": qid}
+        )
+    assert events == 2
+    owner.dispose()
