@@ -27,6 +27,11 @@ log = logging.getLogger("qa.relay")
 
 Conn = psycopg.AsyncConnection[Any]
 
+# Failure reasons that say "the broker link is down", not "this row is bad".
+BROKER_WIDE = frozenset({"timeout", "channel"})
+# Pause after a batch that met a broker-wide failure, so a flapping link cannot spin.
+BROKER_FAILURE_PAUSE = 0.5
+
 
 class Pipeline:
     """Runs batches on two non-autocommit connections until cancelled or a DB error."""
@@ -87,7 +92,15 @@ class Pipeline:
         try:
             outcome = await inflight.settle()
             await store.mark_published(conn, outcome.published)
-            await store.mark_failed(conn, outcome.failed)
+            # A lost connection or a stalled broker is not the row's fault: such rows stay
+            # pending untouched (no attempt count, no backoff) so that they go out as soon
+            # as the broker is back, instead of waiting out minutes of per-row backoff.
+            row_faults = {
+                row_id: error
+                for row_id, error in outcome.failed.items()
+                if outcome.reasons.get(row_id) not in BROKER_WIDE
+            }
+            await store.mark_failed(conn, row_faults)
             await conn.commit()
         except BaseException:
             inflight.cancel()
@@ -105,3 +118,5 @@ class Pipeline:
             log.warning(
                 "relay: %d of %d rows not published (%s)", len(outcome.failed), len(rows), sample
             )
+        if len(row_faults) < len(outcome.failed):
+            await asyncio.sleep(BROKER_FAILURE_PAUSE)

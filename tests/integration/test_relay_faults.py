@@ -71,6 +71,14 @@ async def test_broker_cut_mid_batch_marks_only_confirmed_rows_and_then_delivers_
                 )
     # At least once: duplicates are allowed (lost confirms), gaps are not.
     assert set(col.ids()) >= set(by_id.values())
+    # A cut link is the broker's trouble, not the rows': none of them was charged an
+    # attempt (which would have put it on per-row backoff of up to minutes).
+    with db.connect() as conn:
+        charged = conn.execute(
+            text("SELECT count(*) FROM qa.outbox WHERE id = ANY(:ids) AND attempts > 0"),
+            {"ids": ids},
+        ).scalar_one()
+    assert charged == 0
 
 
 async def test_leader_that_loses_its_lock_connection_stops_and_the_standby_takes_over(
