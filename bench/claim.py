@@ -1,6 +1,7 @@
 """Claim cost: the relay's own claim query timed on an empty outbox, a small backlog, a
 large (1M rows; 100k with ``--quick``) pending backlog, and a large table of published
-rows not yet purged by retention (what steady load leaves behind).
+rows not yet purged by retention (what steady load leaves behind), and a large backlog
+90% marked published but not yet vacuumed (the state in the middle of a drain).
 
 Each claim runs inside a transaction that is rolled back, so every repetition sees the
 same rows. The median of the repetitions is compared: "flat" means the large backlog
@@ -89,6 +90,13 @@ def run(env: BenchEnv, quick: bool, batch_size: int) -> dict[str, Any]:
         scenarios["small_backlog"] = _measure(conn, batch_size, reps)
         _fill(conn, body, big, published=False)
         scenarios["large_backlog"] = _measure(conn, batch_size, reps)
+        # Mid-drain: 90% of the backlog marked published and not vacuumed yet, so the
+        # pending index still holds their dead entries in front of the live ones.
+        conn.execute(
+            "UPDATE qa.outbox SET published_at = now() WHERE id <= (SELECT max(id) * 0.9"
+            " FROM qa.outbox)"
+        )
+        scenarios["large_backlog_90pct_marked_unvacuumed"] = _measure(conn, batch_size, reps)
         conn.execute("TRUNCATE qa.outbox")
         _fill(conn, body, big, published=True)
         _fill(conn, body, small, published=False)
