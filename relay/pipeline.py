@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from relay import metrics, store
+from relay import crashpoints, metrics, store
 from relay.publisher import InFlight, Publisher
 
 log = logging.getLogger("qa.relay")
@@ -65,6 +65,7 @@ class Pipeline:
                 started = time.perf_counter()
                 rows = await store.claim(conn, self._batch_size)
                 if rows:
+                    crashpoints.crash_point("after_claim")
                     inflight = await self._publisher.begin(rows)
                     publishing = [*publishing[-1:], inflight]
                     batches.append(asyncio.create_task(self._finish(conn, rows, inflight, started)))
@@ -90,7 +91,9 @@ class Pipeline:
         self, conn: Conn, rows: list[store.PendingRow], inflight: InFlight, started: float
     ) -> None:
         try:
+            await crashpoints.crash_point_after_flush("after_publish")
             outcome = await inflight.settle()
+            crashpoints.crash_point("after_confirm")
             await store.mark_published(conn, outcome.published)
             # A lost connection or a stalled broker is not the row's fault: such rows stay
             # pending untouched (no attempt count, no backoff) so that they go out as soon
