@@ -27,7 +27,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, text
 
-from tests.chaos.faults import FaultRecord
+from tests.chaos.faults import NOT_REACHED, FaultRecord
 
 
 @dataclass
@@ -112,6 +112,8 @@ class Report:
         if self.duplicate_writes:
             out.append(f"retries created {self.duplicate_writes} duplicate rows")
         for fault in self.faults:
+            if NOT_REACHED in fault.note:
+                out.append(f"fault not injected: {fault.describe()}")
             if fault.recovery_seconds is None:
                 out.append(f"no recovery after {fault.describe()}")
             if fault.consumers_after is not None and min(fault.consumers_after.values()) < 1:

@@ -5,10 +5,13 @@ system able to recover: a killed process is started again, a stopped server is s
 again, a blocked proxy is unblocked. Recovery itself (time until a new question reaches
 the feed) is measured by the scenario, not here.
 
-The relay has no crash-point hook, so "crash after publish before confirm" and "crash
-after confirm before marking" are approximated: the relay's broker link (resp. its
-database link) is slowed down so that a batch spends most of its life waiting on it,
-and the relay is SIGKILLed at a random moment inside that window.
+The relay's crash points (``relay/crashpoints.py``) are hit exactly by
+``relay_crash_<point>``: the relay is restarted with ``QA_TEST_HOOKS=1``,
+``QA_RELAY_CRASH_POINT=<point>`` and a random ``QA_RELAY_CRASH_AFTER`` (1-20 batches), it
+exits 137 at that point under load, and a normal relay is started again. The older
+``relay_kill_confirm_stall`` / ``relay_kill_mark_stall`` kinds stay: they are real
+SIGKILLs from outside at a random moment while the broker (resp. database) link is
+slowed down, so a batch spends most of its life in that window.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from dataclasses import dataclass, field
 from tests.chaos.cluster import AMQP_LINKS, PG_LINKS, Deployment
 
 BROKER_FAULTS = {"rabbit_stop", "rabbit_kill"}
+CRASH_POINTS = ("after_claim", "after_publish", "after_confirm")
+CRASH_KINDS = tuple(f"relay_crash_{point}" for point in CRASH_POINTS)
+# How long a crash-point relay may take to reach its point under load before the
+# fault counts as not injected (it is SIGKILLed then, and the report says so).
+CRASH_PATIENCE_SECONDS = 60.0
+NOT_REACHED = "CRASH POINT NOT REACHED"
 
 
 @dataclass
@@ -35,7 +44,7 @@ class FaultRecord:
 
     def describe(self) -> str:
         rec = "NOT RECOVERED" if self.recovery_seconds is None else f"{self.recovery_seconds:5.1f}s"
-        text = f"t={self.at:6.1f}s {self.kind:<24} recovered {rec}"
+        text = f"t={self.at:6.1f}s {self.kind:<26} recovered {rec}"
         if self.consumers_after is not None:
             text += f"  consumers {self.consumers_after}"
         if self.self_exits:
@@ -64,6 +73,8 @@ class Injector:
             "pg_immediate": self.pg_immediate,
             "pg_kill": self.pg_kill,
         }
+        for point in CRASH_POINTS:
+            self.kinds[f"relay_crash_{point}"] = self._crasher(point)
         for link in (*PG_LINKS, *AMQP_LINKS):
             self.kinds[f"cut_{link}"] = self._cutter(link)
             self.kinds[f"block_{link}"] = self._blocker(link)
@@ -101,6 +112,36 @@ class Injector:
     def relay_kill_mark_stall(self) -> str:
         """Confirms arrive, the UPDATE that marks rows crawls: kill while waiting on it."""
         return self._stall_then_kill("relay_pg", self.rng.uniform(0.2, 0.6))
+
+    def _crasher(self, point: str) -> Callable[[], str]:
+        return lambda: self.relay_crash(point)
+
+    def relay_crash(self, point: str) -> str:
+        """Restart the relay armed at ``point``; it exits 137 there; start a normal one."""
+        proc = self.dep.procs["relay"]
+        after = self.rng.randint(1, 20)
+        proc.kill()
+        normal_env = dict(proc.env)
+        proc.env.update(
+            {
+                "QA_TEST_HOOKS": "1",
+                "QA_RELAY_CRASH_POINT": point,
+                "QA_RELAY_CRASH_AFTER": str(after),
+            }
+        )
+        try:
+            proc.start(wait=False)
+            deadline = time.monotonic() + CRASH_PATIENCE_SECONDS
+            while proc.alive and time.monotonic() < deadline:
+                time.sleep(0.05)
+            code = proc.returncode
+            proc.kill()  # a no-op unless the point was never reached
+        finally:
+            proc.env = normal_env
+        proc.start()
+        if code != 137:
+            return f"{NOT_REACHED}: exit {code} (batch {after})"
+        return f"exit 137 at {point} on batch {after}"
 
     # -- servers ---------------------------------------------------------------------
 
@@ -150,11 +191,12 @@ class Injector:
 FAST_FAULTS = [
     "relay_kill",
     "feed_kill",
+    "relay_crash_after_claim",
     "cut_relay_amqp",
-    "relay_kill_confirm_stall",
+    "relay_crash_after_publish",
     "pg_immediate",
     "cut_feed_amqp",
-    "relay_kill_mark_stall",
+    "relay_crash_after_confirm",
     "rabbit_stop",
     "cut_api_pg",
     "cut_relay_pg",
@@ -170,6 +212,7 @@ def full_faults(rng: random.Random, rounds: int = 3) -> list[str]:
         "relay_kill",
         "relay_kill_confirm_stall",
         "relay_kill_mark_stall",
+        *CRASH_KINDS,
         "feed_kill",
         "archiver_kill",
         "api_kill",
