@@ -86,8 +86,9 @@ def main(
     parts.sort(key=PARTS.index)
     results = RESULTS
     results.mkdir(parents=True, exist_ok=True)
-    for stale in results.glob("profile-*.raw"):
-        stale.unlink()
+    if profile:  # stale stacks would be summarised as this run's
+        for stale in results.glob("profile-*.raw"):
+            stale.unlink()
     env = BenchEnv()
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),

@@ -99,10 +99,12 @@ def test_profile_summary_counts_self_and_inclusive_time(tmp_path: Path) -> None:
     raw.write_text(
         "process 1:main;run (relay/relay.py:10);claim (relay/store.py:90) 30\n"
         "process 1:main;run (relay/relay.py:10);publish (relay/publisher.py:120) 70\n"
+        "process 1:main;_find_and_load (<frozen importlib._bootstrap>:1) 50\n"
     )
     summary = summarize(raw)
     assert summary["self"][0] == ("publish (relay/publisher.py)", 70.0)
-    assert ("run (relay/relay.py)", 100.0) in summary["inclusive"]
+    assert ("run (relay/relay.py)", 100.0) in summary["project"]
+    assert ("start-up imports", 50.0) in summary["samples"]
     assert summarize(tmp_path / "missing.raw") == {}
 
 
