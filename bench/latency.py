@@ -118,7 +118,7 @@ def run(
         results / "latency-consumer.log",
         profile_path=results / "profile-latency-consumer.raw" if profile else None,
     )
-    steps = []
+    steps: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         for proc in (*apis, relay, consumer):
             stack.enter_context(proc)
