@@ -19,6 +19,7 @@ from api.errors import ErrorMiddleware, install_error_handlers
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
 from api.routes import feed, health, questions
+from api.token_cache import TokenCache
 from outbox.db import make_async_engine
 from outbox.settings import Settings
 
@@ -36,6 +37,10 @@ def _engine(url: SecretStr) -> AsyncEngine:
         pool_size=10,
         max_overflow=10,
         pool_timeout=POOL_TIMEOUT_SECONDS,
+        # No ping per checkout (a round trip per request): after a database restart the
+        # first statement on a stale connection fails as a 503 and the pool is renewed.
+        pre_ping=False,
+        pool_recycle=1800,
     )
 
 
@@ -65,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics = ApiMetrics()
+    app.state.token_cache = TokenCache(settings.api_token_cache_seconds)
     install_error_handlers(app)
     app.include_router(questions.router)
     app.include_router(feed.router)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.metrics import ApiMetrics
+from api.token_cache import TokenCache
 from outbox.errors import Unauthorized
 from outbox.models import ApiToken
 from outbox.settings import Settings
@@ -20,17 +21,19 @@ from outbox.uow import UnitOfWork
 _MAX_TOKEN_CHARS = 256
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are async (even trivial ones): FastAPI runs sync dependencies in a thread
+# pool, a thread hand-off per dependency per request.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _metrics(request: Request) -> ApiMetrics:
+async def _metrics(request: Request) -> ApiMetrics:
     metrics: ApiMetrics = request.app.state.metrics
     return metrics
 
 
-def _uow(request: Request) -> UnitOfWork:
+async def _uow(request: Request) -> UnitOfWork:
     """A fresh, not yet entered unit of work: the route decides where its transaction starts."""
     return UnitOfWork(request.app.state.sessions)
 
@@ -58,14 +61,19 @@ async def _current_user(
     token = credentials.credentials
     if len(token) > _MAX_TOKEN_CHARS:
         raise Unauthorized("invalid or revoked token")
-    async with request.app.state.sessions() as session:
-        user = await session.scalar(
-            select(ApiToken.user_name).where(
-                ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-            )
-        )
+    digest = hash_token(token)
+    cache: TokenCache = request.app.state.token_cache
+    user = cache.get(digest)
     if user is None:
-        raise Unauthorized("invalid or revoked token")
+        async with request.app.state.sessions() as session:
+            user = await session.scalar(
+                select(ApiToken.user_name).where(
+                    ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
+                )
+            )
+        if user is None:
+            raise Unauthorized("invalid or revoked token")
+        cache.put(digest, str(user))
     return str(user)
 
 

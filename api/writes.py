@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from api.idempotency import IdempotentRequest, claim
 from api.metrics import ApiMetrics
@@ -23,6 +23,7 @@ from outbox.models import Answer, Question
 from outbox.settings import Settings
 from outbox.uow import UnitOfWork
 
+FOREIGN_KEY_VIOLATION = "23503"
 AGGREGATE = "question"  # answers belong to their question: one ordering key per question
 
 
@@ -95,11 +96,14 @@ async def create_answer(
             stored = await claim(uow.session, author, idempotent, 201, body)
             if stored is not None:
                 return WriteResult(stored.status_code, stored.body, replayed=True)
-        found = await uow.session.scalar(select(Question.id).where(Question.id == question_id))
-        if found is None:
-            raise NotFound(f"question {question_id} not found")
         uow.add(Answer(**out.model_dump()))
-        await uow.flush()
+        try:
+            # The foreign key answers "does the question exist?" without a SELECT first.
+            await uow.flush()
+        except IntegrityError as exc:
+            if getattr(exc.orig, "sqlstate", None) == FOREIGN_KEY_VIOLATION:
+                raise NotFound(f"question {question_id} not found") from exc
+            raise
         event = AnswerCreatedV1(
             answer_id=out.id, question_id=question_id, author=author, created_at=out.created_at
         )

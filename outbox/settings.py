@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_max_body_bytes: int = Field(default=128 * 1024, ge=1024)
     api_feed_max_limit: int = Field(default=100, ge=1)
+    # Valid tokens are cached this long per API process; a revocation takes effect
+    # within it. 0 looks every request up in the database.
+    api_token_cache_seconds: float = Field(default=10.0, ge=0)
     # Benchmark only: skip the outbox write so the benchmark can measure its cost.
     # Turning it on breaks guarantee 1; the API logs a warning at start-up when it is set.
     bench_disable_outbox: bool = False
