@@ -117,8 +117,7 @@ class OutboxRow(Base):
             postgresql_where=text("published_at IS NOT NULL"),
         ),
         Index(None, "event_id"),
-        # Writers insert without RETURNING, so the API role needs no SELECT on the outbox.
-        {"schema": "qa", "implicit_returning": False},
+        {"schema": "qa"},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

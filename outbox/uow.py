@@ -2,6 +2,11 @@
 
 ``async with uow:`` rolls back unless :meth:`UnitOfWork.commit` was called. Nothing
 here commits on its own and nothing here talks to the broker.
+
+Rows given to :meth:`UnitOfWork.insert` and the outbox rows of :meth:`add_event` go to
+the database together in ONE statement at the next flush (data-modifying CTEs), so the
+outbox costs no extra round trip on the write path. ORM entities given to :meth:`add`
+are flushed first, by the session, as usual.
 """
 
 from __future__ import annotations
@@ -9,8 +14,9 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 from outbox.events import Envelope
 from outbox.models import OutboxRow
@@ -36,6 +42,25 @@ def outbox_row(envelope: Envelope, headers: dict[str, Any] | None = None) -> Out
     return OutboxRow(**outbox_values(envelope, headers))
 
 
+OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+
+
+def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> Insert:
+    """``WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...``: every row, one round trip.
+
+    PostgreSQL runs every data-modifying CTE exactly once even when nothing reads it, and
+    constraint errors (e.g. a foreign key) surface from the statement as usual. No
+    RETURNING: the API's role needs only INSERT on the outbox (least privilege).
+    """
+    *first, (last_table, last_values) = rows
+    # inline(): no pre-fetch or RETURNING of generated keys.
+    statement = insert(last_table).values(last_values).inline()
+    if first:
+        ctes = [insert(t).values(v).cte(f"w{i}") for i, (t, v) in enumerate(first)]
+        statement = statement.add_cte(*ctes)
+    return statement
+
+
 class UnitOfWork:
     """One transaction over the write model and the outbox."""
 
@@ -43,7 +68,7 @@ class UnitOfWork:
         self._sessions = sessions
         self._session: AsyncSession | None = None
         self._committed = False
-        self._events: list[dict[str, Any]] = []
+        self._rows: list[tuple[Table, dict[str, Any]]] = []
 
     @property
     def session(self) -> AsyncSession:
@@ -54,7 +79,7 @@ class UnitOfWork:
     async def __aenter__(self) -> Self:
         self._session = self._sessions()
         self._committed = False
-        self._events = []
+        self._rows = []
         return self
 
     async def __aexit__(
@@ -72,20 +97,23 @@ class UnitOfWork:
             self._session = None
 
     def add(self, entity: object) -> None:
+        """Add an ORM entity (flushed by the session before the pending rows)."""
         self.session.add(entity)
+
+    def insert(self, table: Table, values: dict[str, Any]) -> None:
+        """Insert a row at the next flush, in the same statement as the outbox rows."""
+        self._rows.append((table, values))
 
     def add_event(self, envelope: Envelope) -> None:
         """Write ``envelope`` to the outbox in this transaction (at the next flush/commit)."""
-        self._events.append(outbox_values(envelope))
+        self._rows.append((OUTBOX, outbox_values(envelope)))
 
     async def flush(self) -> None:
-        """Send pending entities and outbox rows to the database (still uncommitted)."""
+        """Send pending entities and rows to the database (still uncommitted)."""
         await self.session.flush()
-        if self._events:
-            # A plain multi-row INSERT without RETURNING: the API's database role needs
-            # only INSERT on qa.outbox, never SELECT (least privilege).
-            events, self._events = self._events, []
-            await self.session.execute(insert(OutboxRow), events)
+        if self._rows:
+            rows, self._rows = self._rows, []
+            await self.session.execute(_one_statement(rows))
 
     async def commit(self) -> None:
         await self.flush()

@@ -94,8 +94,9 @@ async def test_unknown_question_is_404_and_writes_nothing(
 def failing_outbox(db: Engine) -> object:
     """A trigger that makes the outbox insert of one question's answer fail in PostgreSQL.
 
-    It raises only when the answer row is already visible in the same transaction, so it
-    proves the failure happens after the business insert.
+    It is an AFTER trigger that raises only when the answer row is already visible to it,
+    so it proves the failure happens after the business insert (the answer and its outbox
+    row are written by one statement; AFTER row triggers see that statement's effects).
     """
     qid: dict[str, str] = {}
     name = f"fail_{uuid.uuid4().hex[:10]}"
@@ -113,7 +114,7 @@ def failing_outbox(db: Engine) -> object:
                     END IF;
                     RETURN NEW;
                 END $$;
-                CREATE TRIGGER {name} BEFORE INSERT ON qa.outbox FOR EACH ROW
+                CREATE TRIGGER {name} AFTER INSERT ON qa.outbox FOR EACH ROW
                 WHEN (NEW.event_type = 'answer.created' AND NEW.aggregate_id = '{question_id}')
                 EXECUTE FUNCTION qa.{name}();
                 """)
