@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # Start-up: how long a process keeps trying to reach its services before giving up.
     startup_timeout_seconds: float = Field(default=30.0, ge=0)
 
-    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_batch_size: int = Field(default=2000, ge=1, le=10_000)
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
     relay_publish_timeout_seconds: float = Field(default=10.0, gt=0)
     relay_lock_key: int = 0x51A0_0B0C
@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     # Prometheus /metrics ports; 0 disables the metrics server of that process.
     relay_metrics_port: int = 9101
 
-    consumer_prefetch: int = Field(default=256, ge=1)
-    consumer_batch_size: int = Field(default=128, ge=1)
+    consumer_prefetch: int = Field(default=1024, ge=1)
+    consumer_batch_size: int = Field(default=256, ge=1)
     consumer_batch_wait_ms: int = Field(default=5, ge=0)
     consumer_metrics_port: int = 9102
     archiver_metrics_port: int = 9103
