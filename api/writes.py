@@ -45,6 +45,18 @@ def _emit(uow: UnitOfWork, settings: Settings, metrics: ApiMetrics, envelope: En
     metrics.events.labels(envelope.type).inc()
 
 
+async def _replay(
+    uow: UnitOfWork, author: str, idempotent: IdempotentRequest | None, body: dict[str, Any]
+) -> WriteResult | None:
+    """Claim the idempotency key in this transaction, or return the stored result."""
+    if idempotent is None:
+        return None
+    stored = await claim(uow.session, author, idempotent, 201, body)
+    if stored is None:
+        return None
+    return WriteResult(stored.status_code, stored.body, replayed=True)
+
+
 async def create_question(
     uow: UnitOfWork,
     settings: Settings,
@@ -58,10 +70,8 @@ async def create_question(
     )
     body = out.model_dump(mode="json")
     async with uow:
-        if idempotent is not None:
-            stored = await claim(uow.session, author, idempotent, 201, body)
-            if stored is not None:
-                return WriteResult(stored.status_code, stored.body, replayed=True)
+        if (replay := await _replay(uow, author, idempotent, body)) is not None:
+            return replay
         uow.insert(QUESTIONS, out.model_dump())
         event = QuestionCreatedV1(
             question_id=out.id,
@@ -94,10 +104,8 @@ async def create_answer(
     )
     body = out.model_dump(mode="json")
     async with uow:
-        if idempotent is not None:
-            stored = await claim(uow.session, author, idempotent, 201, body)
-            if stored is not None:
-                return WriteResult(stored.status_code, stored.body, replayed=True)
+        if (replay := await _replay(uow, author, idempotent, body)) is not None:
+            return replay
         uow.insert(ANSWERS, out.model_dump())
         event = AnswerCreatedV1(
             answer_id=out.id, question_id=question_id, author=author, created_at=out.created_at
