@@ -77,6 +77,7 @@ def _step(
         "achieved_rate": achieved,
         "ok": load.ok,
         "failed": load.failed,
+        "failures": load.failures,
         "late_starts": load.late_starts,
         "abandoned": load.abandoned,
         "elapsed_seconds": load.elapsed,

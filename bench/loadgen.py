@@ -21,6 +21,8 @@ class LoadResult:
     sent: int = 0
     ok: int = 0
     failed: int = 0
+    # Why requests failed: "status 503", "ConnectionResetError", ... -> count.
+    failures: dict[str, int] = field(default_factory=dict)
     late_starts: int = 0
     # Requests still unanswered at the step's deadline (overload): cancelled, not counted ok.
     abandoned: int = 0
@@ -28,11 +30,19 @@ class LoadResult:
     elapsed: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)
 
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+
+CLIENT_KEEPALIVE_SECONDS = 4.0
+
 
 class _Conn:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.last_used = asyncio.get_running_loop().time()
 
     async def post(self, request: bytes) -> int:
         self.writer.write(request)
@@ -83,24 +93,30 @@ async def offer(
         async with slots:
             pool = idle[target]
             conn = pool.pop() if pool else None
+            if conn is not None and loop.time() - conn.last_used > CLIENT_KEEPALIVE_SECONDS:
+                # Like real clients: never reuse a connection the server may be closing
+                # (uvicorn drops idle keep-alive connections after 5 s).
+                conn.writer.close()
+                conn = None
             if conn is None:
                 try:
                     conn = _Conn(*await asyncio.open_connection(*targets[target]))
-                except OSError:
-                    result.failed += 1
+                except OSError as exc:
+                    result.fail(type(exc).__name__)
                     return
             began = loop.time()
             try:
                 status = await conn.post(request)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                result.failed += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                result.fail(type(exc).__name__)
                 conn.writer.close()
                 return
             result.latencies_ms.append((loop.time() - began) * 1000)
             if status == 201:
                 result.ok += 1
             else:
-                result.failed += 1
+                result.fail(f"status {status}")
+            conn.last_used = loop.time()
             pool.append(conn)
 
     total = int(rate * seconds)
