@@ -60,3 +60,4 @@ def test_no_generated_request_causes_a_server_error(
     output = done.stdout.decode(errors="replace")
     assert done.returncode == 0, output[-4000:]
     assert "No issues found" in output, output[-4000:]
+    print(output[-1500:])  # the summary (test cases generated), shown with `pytest -s`
