@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,47 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, text
 
 from outbox.models import ApiToken
 from outbox.tokens import hash_token, new_token
-from tests.support.tcpproxy import free_port
-
-BIN = Path(sys.executable).parent
-
-
-class Proc:
-    """A console script running as a subprocess, its output kept in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.args, self.env = name, args, env
-        self.log_path = log_dir / f"{name}.log"
-        self.popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        log = self.log_path.open("ab")
-        self.popen = subprocess.Popen(
-            [str(BIN / self.args[0]), *self.args[1:]], env=self.env, stdout=log, stderr=log
-        )
-        return self
-
-    def kill(self) -> None:
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait(10)
-
-    def stop(self) -> int | None:
-        if self.popen is None or self.popen.poll() is not None:
-            return self.popen.returncode if self.popen else None
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(20)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+from tests.support.procs import ManagedProcess, api_base, spawn
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -73,33 +33,20 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 @pytest.fixture
 def system(services: dict[str, str], tmp_path: Path) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        **services,
-        "QA_API_PORT": str(port),
-        "QA_RELAY_METRICS_PORT": "0",
-        "QA_CONSUMER_METRICS_PORT": "0",
-        "QA_ARCHIVER_METRICS_PORT": "0",
-        "QA_STARTUP_TIMEOUT_SECONDS": "20",
+    """qa-api, qa-relay and qa-consumer feed as real processes, each ready."""
+    procs: dict[str, ManagedProcess] = {
+        kind: spawn(kind, tmp_path, services) for kind in ("api", "relay", "feed")
     }
-    procs = {
-        "api": Proc("api", ["qa-api"], env, tmp_path),
-        "relay": Proc("relay", ["qa-relay"], env, tmp_path),
-        "feed": Proc("feed", ["qa-consumer", "feed"], env, tmp_path),
-    }
-    for proc in procs.values():
-        proc.start()
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_for("API ready", lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200)
-        yield {"base": base, "procs": procs}
+        for proc in procs.values():
+            proc.start()
+        yield {"base": api_base(procs["api"]), "procs": procs}
     finally:
-        codes = {name: proc.stop() for name, proc in procs.items()}
+        codes = {name: proc.terminate() for name, proc in procs.items()}
         # A clean SIGTERM stop exits 0; anything else is a bug worth seeing.
         for name, code in codes.items():
-            if code not in (0, -9, None):
-                print(f"{name} exited {code}:\n{procs[name].log()}")
+            if code not in (0, None):
+                print(f"{name} exited {code}:\n{procs[name].log_tail()}")
 
 
 def _token(db: Engine, user: str) -> str:
@@ -163,8 +110,16 @@ def test_answer_reaches_the_feed_and_survives_a_relay_kill(
         timeout=10,
     )
     assert second.status_code == 201, second.text
-    time.sleep(1.0)  # give a wrongly-running relay time to publish; none should
-    assert _feed_item(base, subject)["answer_count"] == 1, "published without a relay?"
+    with db.connect() as conn:
+        pending = conn.execute(
+            text(
+                "SELECT count(*) FROM qa.outbox WHERE aggregate_id = :q"
+                " AND event_type = 'answer.created' AND published_at IS NULL"
+            ),
+            {"q": question_id},
+        ).scalar_one()
+    assert pending == 1, "the answer's event must wait in the outbox while no relay runs"
+    assert _feed_item(base, subject)["answer_count"] == 1
 
     # ...and delivered once a relay runs again.
     procs["relay"].start()
