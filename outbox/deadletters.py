@@ -28,6 +28,7 @@ from outbox.topology import (
     H_HISTORY,
     H_REPLAYED_FROM,
     H_TRACEBACK,
+    REPLAYABLE_QUEUES,
 )
 
 STATUSES = ("dead", "replayed", "discarded")
@@ -223,6 +224,11 @@ def _claim(conn: Connection, letter_id: int, new_status: str) -> dict[str, Any] 
 def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
     """Replay one dead letter in one transaction (status, outbox row, audit row)."""
     with engine.begin() as conn:
+        target = conn.scalar(select(DeadLetter.failed_queue).where(DeadLetter.id == letter_id))
+        if target is not None and target not in REPLAYABLE_QUEUES:
+            outcome = f"refused: {target!r} is not a replayable consumer queue"
+            _audit(conn, letter_id, "replay", actor, outcome, None)
+            return ActionResult(letter_id, outcome, ok=False)
         letter = _claim(conn, letter_id, "replayed")
         if letter is None:
             return _refusal(conn, letter_id, "replay", actor)
@@ -266,6 +272,9 @@ def preview(conn: Connection, letter_id: int) -> ActionResult:
     if letter["status"] != "dead":
         status = letter["status"]
         return ActionResult(letter_id, f"already {status}", ok=status == "replayed")
+    if letter["failed_queue"] not in REPLAYABLE_QUEUES:
+        refused = f"refused: {letter['failed_queue']!r} is not a replayable consumer queue"
+        return ActionResult(letter_id, refused, ok=False)
     _, note = event_id_for(letter["message_id"])
     return ActionResult(
         letter_id, f"would replay to queue {letter['failed_queue']}", ok=True, note=note

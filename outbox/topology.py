@@ -16,6 +16,9 @@ EVENTS_EXCHANGE = "qa.events"
 FEED_QUEUE = "feed.events"
 FEED_BINDINGS = ("question.*", "answer.*")
 FEED_DEAD_QUEUE = "feed.dead"
+# Queues a dead letter may be replayed to. ``x-failed-queue`` comes from message headers,
+# which anything able to publish to feed.dead controls: never aim a replay elsewhere.
+REPLAYABLE_QUEUES = frozenset({FEED_QUEUE})
 
 # Headers a consumer adds when it retries or dead-letters a message.
 H_ATTEMPTS = "x-attempts"

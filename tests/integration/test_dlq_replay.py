@@ -58,3 +58,17 @@ def test_replay_of_a_broker_dead_letter_drops_the_broker_bookkeeping(db: Engine)
     assert row["headers"]["keep"] == "me"
     assert not {"x-death", "x-delivery-count", "x-first-death-queue"} & row["headers"].keys()
     assert row["headers"]["x-history"][-1]["disposition"] == "delivery-limit"
+
+
+def test_replay_refuses_a_queue_that_is_not_a_known_consumer_queue(db: Engine) -> None:
+    """x-failed-queue comes from headers anyone publishing to feed.dead controls."""
+    letter = add_letter(db, f"test.{uuid.uuid4().hex[:12]}", failed_queue="billing.payouts")
+    with db.connect() as conn:
+        preview = store.preview(conn, letter)
+    assert not preview.ok and "billing.payouts" in preview.outcome
+    result = store.replay(db, letter, "mallory")
+    assert not result.ok and "not a replayable consumer queue" in result.outcome
+    assert outbox_rows(db, letter) == []
+    assert status_of(db, letter) == "dead"
+    (audit,) = audit_rows(db, letter)
+    assert audit["actor"] == "mallory" and audit["outcome"].startswith("refused")
