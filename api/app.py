@@ -7,6 +7,8 @@ details), the body size limit (413), then FastAPI's own exception handlers and r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import ErrorMiddleware, install_error_handlers
+from api.idempotency_retention import run_retention
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
 from api.routes import feed, health, questions
@@ -53,9 +56,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engines = {"database": engine} if same else {"database": engine, "feed": feed_engine}
     app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.state.feed_sessions = async_sessionmaker(feed_engine, expire_on_commit=False)
+    retention = None
+    if settings.api_idempotency_retention_seconds > 0:
+        retention = asyncio.create_task(
+            run_retention(engine, settings.api_idempotency_retention_seconds, every=300.0),
+            name="idempotency-retention",
+        )
     try:
         yield
     finally:
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         for each in app.state.engines.values():
             await each.dispose()
 

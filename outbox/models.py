@@ -87,7 +87,7 @@ class IdempotencyKey(Base):
     """A POST's stored result, so a client retry with the same key returns it again."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = {"schema": "qa"}
+    __table_args__ = (Index(None, "created_at"), {"schema": "qa"})
 
     user_name: Mapped[str] = mapped_column(String(64), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)

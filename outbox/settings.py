@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Valid tokens are cached this long per API process; a revocation takes effect
     # within it. 0 looks every request up in the database.
     api_token_cache_seconds: float = Field(default=10.0, ge=0)
+    # How long an Idempotency-Key's result is kept (a retry after that creates anew).
+    # 0 keeps keys forever.
+    api_idempotency_retention_seconds: float = Field(default=86400.0, ge=0)
     # Benchmark only: skip the outbox write so the benchmark can measure its cost.
     # Turning it on breaks guarantee 1; the API logs a warning at start-up when it is set.
     bench_disable_outbox: bool = False

@@ -114,3 +114,9 @@ async def test_the_real_api_works_as_its_least_privileged_role(granted_db: str) 
         )
     assert events == 2
     owner.dispose()
+
+
+def test_api_may_expire_idempotency_keys_but_not_tokens(granted_db: str) -> None:
+    with _as("qa_api", granted_db) as conn:
+        conn.execute("DELETE FROM qa.idempotency_keys WHERE false")
+        assert _denied(conn, "DELETE FROM qa.api_tokens")
