@@ -11,6 +11,8 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.asgi import TrackedSend
+
 
 class BodyTooLarge(HTTPException):
     """Raised from ``receive`` when a streamed body passes the limit.
@@ -70,7 +72,7 @@ class BodyLimitMiddleware:
                 return
 
         received = 0
-        started = False
+        tracked = TrackedSend(send)
 
         async def counting_receive() -> Message:
             nonlocal received
@@ -81,15 +83,9 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except BodyTooLarge as exc:
-            if started:
+            if tracked.started:
                 raise
             await _reject(send, 413, str(exc.detail))

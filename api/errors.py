@@ -20,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.asgi import TrackedSend
 from api.request_id import request_id_of
 from outbox.errors import IdempotencyConflict, NotFound, Unauthorized
 
@@ -110,16 +111,9 @@ class ErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
             rid = request_id_of(scope)
             where = f"{scope.get('method')} {scope.get('path')}"
@@ -136,7 +130,7 @@ class ErrorMiddleware:
             else:
                 log.exception("unhandled error request_id=%s %s", rid, where)
                 status, detail = 500, "internal server error"
-            if started:
+            if tracked.started:
                 raise  # too late for a clean response; the server drops the connection
             await _send_error(send, status, detail, rid)
 

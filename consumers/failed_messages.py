@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from consumers.disposition import Disposition, DispositionKind
+from outbox.headers import encodable
 from outbox.topology import (
     FEED_DEAD_QUEUE,
     FEED_QUEUE,
@@ -93,25 +94,10 @@ def _properties(message: AbstractIncomingMessage, *, dead: bool) -> dict[str, An
     return props
 
 
-def _encodable(value: Any) -> Any:
-    """A header value pamqp can encode again.
-
-    pamqp decodes a long string that is not UTF-8 as ``bytes`` but encodes only
-    ``bytearray``; republishing such a header as-is would fail on every attempt.
-    """
-    if isinstance(value, bytes):
-        return bytearray(value)
-    if isinstance(value, dict):
-        return {k: _encodable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encodable(v) for v in value]
-    return value
-
-
 def _failure_headers(
     message: AbstractIncomingMessage, disposition: Disposition, exc: BaseException, now: datetime
 ) -> dict[str, Any]:
-    headers: dict[str, Any] = _encodable(dict(message.headers or {}))
+    headers: dict[str, Any] = encodable(dict(message.headers or {}))
     headers.setdefault(H_ORIGINAL_ROUTING_KEY, message.routing_key or "")
     headers.setdefault(H_FIRST_FAILED_AT, now.isoformat())
     headers[H_ATTEMPTS] = disposition.attempts

@@ -55,3 +55,18 @@ def from_jsonable(value: Any) -> Any:
     if isinstance(value, list):
         return [from_jsonable(v) for v in value]
     return value
+
+
+def encodable(value: Any) -> Any:
+    """A header table pamqp can encode again.
+
+    pamqp decodes a long string that is not UTF-8 as ``bytes`` but encodes only
+    ``bytearray``; republishing such a header as-is would fail on every attempt.
+    """
+    if isinstance(value, bytes):
+        return bytearray(value)
+    if isinstance(value, dict):
+        return {k: encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [encodable(v) for v in value]
+    return value

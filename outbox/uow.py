@@ -37,11 +37,6 @@ def outbox_values(envelope: Envelope, headers: dict[str, Any] | None = None) -> 
     }
 
 
-def outbox_row(envelope: Envelope, headers: dict[str, Any] | None = None) -> OutboxRow:
-    """The same row as an ORM object."""
-    return OutboxRow(**outbox_values(envelope, headers))
-
-
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 

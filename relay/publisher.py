@@ -13,7 +13,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import aio_pika
 import aiormq.exceptions
@@ -51,19 +50,8 @@ def build_message(row: PendingRow) -> aio_pika.Message:
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         timestamp=row.created_at,
-        headers=amqp_table(from_jsonable(row.headers)) if row.headers else None,
+        headers=from_jsonable(row.headers) if row.headers else None,
     )
-
-
-def amqp_table(value: Any) -> Any:
-    """pamqp encodes byte strings only as ``bytearray`` (it rejects ``bytes``)."""
-    if isinstance(value, bytes):
-        return bytearray(value)
-    if isinstance(value, dict):
-        return {k: amqp_table(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [amqp_table(v) for v in value]
-    return value
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
