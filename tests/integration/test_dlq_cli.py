@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from outbox.headers import from_jsonable, to_jsonable
 from outbox.models import DeadLetter, DeadLetterAudit, OutboxRow
-from outbox.ops import cli
+from ops import cli
 
 QA_OPS = str(Path(sys.executable).parent / "qa-ops")
 # Each subprocess pays the CLI's import time; filter and usage matrices run in-process

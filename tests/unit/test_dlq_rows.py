@@ -10,7 +10,7 @@ from typing import Any
 from consumers.archive_store import jsonable, letter_row
 from outbox.deadletters import FAILURE_HEADERS, event_id_for, replay_headers
 from outbox.headers import from_jsonable
-from outbox.ops.dlq_render import safe
+from ops.dlq_render import safe
 from outbox.topology import H_HISTORY, H_REPLAYED_FROM
 
 

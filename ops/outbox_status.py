@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import text
 
-from outbox.ops.common import console, engine, print_json
+from ops.common import console, engine, print_json
 
 app = typer.Typer(help="Outbox table.", no_args_is_help=True)
 

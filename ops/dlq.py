@@ -15,8 +15,8 @@ from rich.progress import Progress
 
 from outbox import deadletters as store
 from outbox.deadletters import ActionResult, Filters
-from outbox.ops.common import console, engine, err_console, print_json
-from outbox.ops.dlq_render import (
+from ops.common import console, engine, err_console, print_json
+from ops.dlq_render import (
     letter_json,
     plain,
     result_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from outbox.ops.common import console
+from ops.common import console
 from outbox.settings import Settings, redact
 
 app = typer.Typer(help="Database schema.", no_args_is_help=True)

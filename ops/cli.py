@@ -7,7 +7,7 @@ import sys
 import typer
 from sqlalchemy.exc import OperationalError
 
-from outbox.ops import dbcmd, dlq, outbox_status, tokens
+from ops import dbcmd, dlq, outbox_status, tokens
 
 app = typer.Typer(
     name="qa-ops",

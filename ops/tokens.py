@@ -6,7 +6,7 @@ import typer
 from sqlalchemy import insert
 
 from outbox.models import ApiToken
-from outbox.ops.common import engine
+from ops.common import engine
 from outbox.tokens import hash_token, new_token
 
 app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
