@@ -23,6 +23,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
 from api.routes import feed, health, questions
 from api.token_cache import TokenCache
+from outbox import tracing
 from outbox.db import make_async_engine
 from outbox.settings import Settings
 
@@ -91,6 +92,20 @@ def create_app(settings: Settings) -> FastAPI:
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ErrorMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=metrics,
+        routes=app.router.routes,
+        access_log=settings.api_access_log,
+    )
     app.add_middleware(RequestIdMiddleware)
+    provider = tracing.provider()
+    if provider is not None:
+        # Outermost: the server span continues an incoming W3C traceparent and is current
+        # while the request runs (so log lines and the event's create span see it).
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=provider, excluded_urls="/metrics,/healthz,/readyz"
+        )
     return app

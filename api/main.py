@@ -14,6 +14,7 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy import text
 
 from api.app import APPLICATION_NAME, create_app
+from outbox import tracing
 from outbox.db import make_async_engine
 from outbox.errors import StartupError
 from outbox.runtime import connect_with_retry, setup_logging
@@ -59,7 +60,9 @@ def _already_handled(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     """Entry point of the ``qa-api`` console script."""
     settings = _load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    tracing.setup("qa-api")
+    tracing.instrument_psycopg()
     if settings.bench_disable_outbox:
         log.warning(
             "QA_BENCH_DISABLE_OUTBOX is set: writes emit NO events and the feed will miss "

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: request counts and latency by route template and status.
+"""Prometheus metrics of the API (request counts and latency by route template and status)
+and the access log line written from the same measurement.
 
 Each app gets its own registry (several apps can live in one test process). Routes are
 labelled by template (``/questions/{question_id}``), never by raw path, so label
@@ -7,6 +8,7 @@ cardinality stays bounded whatever clients send.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from prometheus_client import (
@@ -20,6 +22,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED = "<unmatched>"
+access_log = logging.getLogger("qa.api.access")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -63,10 +66,19 @@ def route_template(scope: Scope, routes: list[BaseRoute]) -> str:
 
 
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: list[BaseRoute]) -> None:
+    """Counts and times every request; with ``access_log`` also writes its access log line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: ApiMetrics,
+        routes: list[BaseRoute],
+        access_log: bool = False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,5 +99,31 @@ class MetricsMiddleware:
             method = str(scope.get("method", ""))
             method = method if method in _METHODS else "OTHER"
             route = route_template(scope, self.routes)
+            elapsed = time.perf_counter() - start
             self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(method, route).observe(elapsed)
+            if self.access_log:
+                log_access(method, route, status, elapsed)
+
+
+def log_access(method: str, route: str, status: int, elapsed: float) -> None:
+    """The access log line: route template (never the raw path or query), no headers or body.
+
+    The request id comes from the log context bound by the request-id middleware.
+    """
+    duration_ms = round(elapsed * 1000, 3)
+    access_log.info(
+        "%s %s %d %.1fms",
+        method,
+        route,
+        status,
+        duration_ms,
+        extra={
+            "fields": {
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+            }
+        },
+    )

@@ -1,8 +1,8 @@
 """``X-Request-ID`` on every response: a sane incoming id is kept, otherwise one is made.
 
 Pure ASGI middleware, outermost in the stack, so even responses produced by other
-middleware (413, 500, 503) carry the id. The id is also kept in a context variable for
-log lines written while the request runs.
+middleware (413, 500, 503) carry the id. The id is also bound to the log context
+(``outbox.logs``), so every log line written while the request runs carries it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from outbox import logs
 
 HEADER = "X-Request-ID"
 SCOPE_KEY = "qa.request_id"
@@ -48,6 +50,7 @@ class RequestIdMiddleware:
         rid = _incoming(scope) or uuid.uuid4().hex
         scope[SCOPE_KEY] = rid
         token = _current.set(rid)
+        log_token = logs.bind_values(request_id=rid)
         raw = rid.encode("ascii")
 
         async def send_with_id(message: Message) -> None:
@@ -60,4 +63,5 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            logs.unbind(log_token)
             _current.reset(token)

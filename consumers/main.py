@@ -31,7 +31,7 @@ def _settings(name: str) -> Settings:
         where = ".".join(map(str, first["loc"])) or "settings"
         print(f"{name}: invalid configuration: {where}: {first['msg']}", file=sys.stderr)
         raise typer.Exit(1) from None
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 

@@ -25,21 +25,16 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from outbox import logs
 from outbox.errors import StartupError
 
 T = TypeVar("T")
 log = logging.getLogger("qa")
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # aiormq logs connection URLs at DEBUG; keep library chatter at WARNING.
-    for noisy in ("aiormq", "aio_pika", "sqlalchemy.engine", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Root logging on stderr, ``text`` or ``json`` (see :mod:`outbox.logs`)."""
+    logs.setup_logging(level, fmt)
 
 
 async def connect_with_retry(

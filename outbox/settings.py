@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=20, ge=1)
 
     log_level: str = "INFO"
+    # text for people at a terminal, json (one object per line) for log collectors.
+    log_format: Literal["text", "json"] = "text"
+    # One log line per API request (method, route template, status, duration, request id).
+    api_access_log: bool = True
 
     @field_validator("retry_delays", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Insert
 
+from outbox import tracing
 from outbox.events import Envelope
 from outbox.models import OutboxRow
 from outbox.topology import EVENTS_EXCHANGE
@@ -100,8 +101,16 @@ class UnitOfWork:
         self._rows.append((table, values))
 
     def add_event(self, envelope: Envelope) -> None:
-        """Write ``envelope`` to the outbox in this transaction (at the next flush/commit)."""
-        self._rows.append((OUTBOX, outbox_values(envelope)))
+        """Write ``envelope`` to the outbox in this transaction (at the next flush/commit).
+
+        With tracing on, the event's ``create`` span context goes into the row's headers.
+        """
+        headers = None
+        if tracing.enabled():
+            headers = tracing.create_span_headers(
+                envelope.id, envelope.type, EVENTS_EXCHANGE, envelope.type
+            )
+        self._rows.append((OUTBOX, outbox_values(envelope, headers)))
 
     async def flush(self) -> None:
         """Send pending entities and rows to the database (still uncommitted)."""

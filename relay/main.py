@@ -12,6 +12,7 @@ import psycopg
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import start_http_server
 
+from outbox import tracing
 from outbox.runtime import connect_with_retry, run, setup_logging
 from outbox.settings import Settings, redact
 from relay.relay import Relay
@@ -57,5 +58,6 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     """Console script ``qa-relay``."""
     settings = Settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    tracing.setup("qa-relay")
     sys.exit(run(lambda: serve(settings), "qa-relay"))

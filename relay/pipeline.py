@@ -20,8 +20,10 @@ from typing import Any
 
 import psycopg
 
+from outbox import tracing
 from relay import crashpoints, metrics, store
 from relay.publisher import InFlight, Publisher
+from relay.spans import BatchSpans
 
 log = logging.getLogger("qa.relay")
 
@@ -66,9 +68,12 @@ class Pipeline:
                 rows = await store.claim(conn, self._batch_size)
                 if rows:
                     crashpoints.crash_point("after_claim")
+                    spans = BatchSpans(rows) if tracing.enabled() else None
                     inflight = await self._publisher.begin(rows)
                     publishing = [*publishing[-1:], inflight]
-                    batches.append(asyncio.create_task(self._finish(conn, rows, inflight, started)))
+                    batches.append(
+                        asyncio.create_task(self._finish(conn, rows, inflight, started, spans))
+                    )
                 else:
                     await conn.rollback()
                 # Keep only the newest batch in flight while claiming the next one; with
@@ -88,8 +93,14 @@ class Pipeline:
             await asyncio.gather(*batches, return_exceptions=True)
 
     async def _finish(
-        self, conn: Conn, rows: list[store.PendingRow], inflight: InFlight, started: float
+        self,
+        conn: Conn,
+        rows: list[store.PendingRow],
+        inflight: InFlight,
+        started: float,
+        spans: BatchSpans | None = None,
     ) -> None:
+        outcome = None
         try:
             await crashpoints.crash_point_after_flush("after_publish")
             outcome = await inflight.settle()
@@ -111,6 +122,9 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await conn.rollback()
             raise
+        finally:
+            if spans is not None:
+                spans.finish(outcome)
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(rows))
         metrics.PUBLISHED.inc(len(outcome.published))
