@@ -24,7 +24,7 @@ import aiormq.exceptions
 import psycopg
 import sqlalchemy.exc
 
-from outbox.errors import PermanentMessageError
+from outbox.errors import PermanentMessageError, TransientError
 
 
 class Outcome(enum.Enum):
@@ -98,6 +98,8 @@ def _sqlstate(exc: BaseException) -> str | None:
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a later attempt can be expected to get past."""
     for err in _chain(exc):
+        if isinstance(err, TransientError):
+            return True
         if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
             return True
         if isinstance(err, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import outbox.notifier_models  # noqa: F401  (registers the notifier tables)
 from outbox.models import Base
 from outbox.settings import Settings
 
-SCHEMAS = {"qa", "feed"}
+SCHEMAS = {"qa", "feed", "notifier"}
 
 config = context.config
 target_metadata = Base.metadata

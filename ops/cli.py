@@ -7,7 +7,7 @@ import sys
 import typer
 from sqlalchemy.exc import OperationalError
 
-from ops import dbcmd, dlq, events, outbox_status, tokens
+from ops import dbcmd, dlq, events, outbox_status, tokens, users
 
 app = typer.Typer(
     name="qa-ops",
@@ -21,6 +21,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(outbox_status.app, name="outbox")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

@@ -40,3 +40,19 @@ class SchemaViolation(PermanentMessageError):
 
 class UnknownEventType(PermanentMessageError):
     """No schema is registered for this event type and version."""
+
+
+class TransientError(QAError):
+    """A failure a later attempt is expected to get past: retried through the tiers."""
+
+
+class NotKnownYet(TransientError):
+    """An event refers to something whose own event has not arrived yet (delivery order)."""
+
+
+class DeliveryDeferred(TransientError):
+    """An external system asked to try again later (an SMTP 4xx reply)."""
+
+
+class DeliveryRejected(PermanentMessageError):
+    """An external system refused for good (an SMTP 5xx reply); the message is its reply."""

@@ -31,6 +31,15 @@ NO_NUL = r"^[^\x00]*$"
 CleanStr = Annotated[str, StringConstraints(pattern=NO_NUL)]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=40)]
 Grade = Annotated[int, Field(ge=1, le=12)]
+# A user name as ``qa-ops users`` accepts it: the same name a token acts as.
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
+# ASCII addresses only (no SMTPUTF8): local@domain, the domain with at least one dot.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
+Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 
 
 class _Strict(BaseModel):
@@ -53,9 +62,33 @@ class AnswerCreatedV1(_Strict):
     created_at: AwareDatetime
 
 
+class UserStateV1(_Strict):
+    """The whole state of a user after a change: a subscriber keeps the highest ``revision``,
+    so the order in which user events arrive does not matter.
+
+    Carries the e-mail address: see README "Users and e-mail" for where it travels.
+    """
+
+    name: UserName
+    email: Email | None
+    opted_out: bool
+    revision: Annotated[int, Field(ge=1)]
+    changed_at: AwareDatetime
+
+
+class UserRegisteredV1(UserStateV1):
+    """``user.registered``: ``qa-ops users create``."""
+
+
+class UserUpdatedV1(UserStateV1):
+    """``user.updated``: ``qa-ops users set-email`` / ``opt-out`` / ``opt-in``."""
+
+
 EVENT_SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {
     ("question.created", 1): QuestionCreatedV1,
     ("answer.created", 1): AnswerCreatedV1,
+    ("user.registered", 1): UserRegisteredV1,
+    ("user.updated", 1): UserUpdatedV1,
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Computed,
     DateTime,
     ForeignKey,
@@ -54,6 +55,25 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class User(Base):
+    """A user as the notifier needs to know it (``qa-ops users``). Tokens name users by
+    ``user_name`` and need no row here; a user without a row or an address gets no mail.
+
+    ``revision`` grows by one per change and travels in every ``user.*`` event, so a
+    subscriber keeps the newest state whatever the delivery order.
+    """
+
+    __tablename__ = "users"
+    __table_args__ = {"schema": "qa"}
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    opted_out: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    revision: Mapped[int] = mapped_column(Integer, server_default="1")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class Question(Base):

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # Broker-side backstop for crash loops (quorum queue x-delivery-limit).
     delivery_limit: int = Field(default=20, ge=1)
 
+    # Email notifier: where mail goes (smtp://[user:password@]host[:port], smtps:// for
+    # implicit TLS, ?starttls=1 to upgrade), its From, the SMTP timeout, and how long an
+    # answer waits for its question author's user.* event before it counts as "no user".
+    smtp_url: SecretStr = SecretStr("smtp://127.0.0.1:1025")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    notifier_from: str = "Q&A notifications <no-reply@qa.localhost>"
+    notifier_unknown_user_wait_seconds: float = Field(default=600.0, ge=0)
+
     log_level: str = "INFO"
     # text for people at a terminal, json (one object per line) for log collectors.
     log_format: Literal["text", "json"] = "text"

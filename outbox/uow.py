@@ -41,6 +41,12 @@ def outbox_values(envelope: Envelope, headers: dict[str, Any] | None = None) -> 
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 
 
+def outbox_insert(envelope: Envelope) -> Insert:
+    """The INSERT of ``envelope``'s outbox row, for a caller running its own (synchronous)
+    transaction, e.g. ``qa-ops users``. Same row as :meth:`UnitOfWork.add_event`."""
+    return insert(OUTBOX).values(outbox_values(envelope)).inline()
+
+
 def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> Insert:
     """``WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...``: every row, one round trip.
 
