@@ -50,7 +50,7 @@ def _journeys(
         queues = [q for spec in subscribers for q in spec.retry_queues]
         try:
             sightings = asyncio.run(retry_peek.peek(settings.amqp_url.get_secret_value(), queues))
-        except (OSError, ConnectionError, TimeoutError) as exc:
+        except Exception as exc:  # never str() it: connection errors may carry the URL
             err_console.print(f"retry tiers not checked (broker unavailable: {type(exc).__name__})")
     same = settings.feed_url.get_secret_value() == settings.database_url.get_secret_value()
     with ExitStack() as stack:

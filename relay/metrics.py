@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-BACKLOG = Gauge("qa_relay_backlog", "Outbox rows not yet published.")
+# Outbox figures are measured by the leader only; a standby reports NaN ("not measured
+# here"), never a stale value from an earlier term. Aggregate with max() across relays.
+BACKLOG = Gauge("qa_relay_backlog_rows", "Outbox rows not yet published (leader only; NaN else).")
 OLDEST_PENDING_AGE = Gauge(
-    "qa_relay_oldest_pending_age_seconds", "Age of the oldest unpublished outbox row."
+    "qa_relay_oldest_pending_age_seconds",
+    "Age of the oldest unpublished outbox row (leader only; NaN else).",
 )
+FAILING = Gauge(
+    "qa_relay_failing_rows",
+    "Unpublished rows the broker refused at least once (attempts > 0; leader only; NaN else).",
+)
+OUTBOX_GAUGES = (BACKLOG, OLDEST_PENDING_AGE, FAILING)
+
+
+def forget_outbox_figures() -> None:
+    """Leadership ended (or never began): this process no longer measures the outbox."""
+    for gauge in OUTBOX_GAUGES:
+        gauge.set(float("nan"))
+
+
+forget_outbox_figures()
 PUBLISHED = Counter("qa_relay_published", "Outbox rows confirmed by the broker and marked.")
 FAILED = Counter(
     "qa_relay_failed",

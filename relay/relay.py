@@ -95,6 +95,8 @@ class Relay:
     def _set_leader(self, value: bool) -> None:
         self.is_leader = value
         metrics.IS_LEADER.set(1 if value else 0)
+        if not value:
+            metrics.forget_outbox_figures()
 
     async def _term(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
         key = self.settings.relay_lock_key
@@ -158,9 +160,10 @@ class Relay:
         next_purge = loop.time()
         every = retention_interval(self.settings.relay_retention_seconds)
         while True:
-            pending, age = await store.backlog(conn)
+            pending, age, failing = await store.backlog(conn)
             metrics.BACKLOG.set(pending)
             metrics.OLDEST_PENDING_AGE.set(age)
+            metrics.FAILING.set(failing)
             if loop.time() >= next_purge:
                 deleted = await store.purge_published(
                     conn, self.settings.relay_retention_seconds, self.settings.relay_retention_batch

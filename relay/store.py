@@ -45,7 +45,8 @@ DELETE FROM qa.outbox WHERE id IN (
 )
 """
 BACKLOG_SQL = """
-SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8,
+       count(*) FILTER (WHERE attempts > 0)
 FROM qa.outbox WHERE published_at IS NULL
 """
 
@@ -129,9 +130,9 @@ async def purge_published(
             return total
 
 
-async def backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, float]:
-    """(pending rows, age in seconds of the oldest pending row)."""
+async def backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, float, int]:
+    """(pending rows, age in seconds of the oldest pending row, failing rows)."""
     cur = await conn.execute(BACKLOG_SQL)
     row = await cur.fetchone()
     assert row is not None
-    return int(row[0]), float(row[1])
+    return int(row[0]), float(row[1]), int(row[2])

@@ -183,8 +183,9 @@ def test_relay_serves_metrics_and_stops_cleanly_on_sigterm(
         assert time.monotonic() < deadline, body
         time.sleep(0.05)
     for name in (
-        "qa_relay_backlog",
+        "qa_relay_backlog_rows",
         "qa_relay_oldest_pending_age_seconds",
+        "qa_relay_failing_rows",
         "qa_relay_published_total",
         "qa_relay_batch_duration_seconds_bucket",
     ):
