@@ -1,0 +1,24 @@
+"""Reserved: feed read-path indexes (H3).
+
+Placeholder so parallel work keeps one linear migration chain; replaced by the real
+migration (same revision id) when that work lands.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-11-23
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
