@@ -15,7 +15,7 @@ from api.token_cache import TokenCache
 from outbox.errors import Unauthorized
 from outbox.models import ApiToken
 from outbox.settings import Settings
-from outbox.tokens import hash_token
+from outbox.tokens import WRITER, hash_token
 from outbox.uow import UnitOfWork
 
 _MAX_TOKEN_CHARS = 256
@@ -55,7 +55,8 @@ async def _current_user(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The user name of a valid, unrevoked bearer token; 401 otherwise."""
+    """The user name of a valid, unrevoked writer token; 401 otherwise (operator tokens
+    sign in to the console only)."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("a bearer token is required")
     token = credentials.credentials
@@ -68,7 +69,9 @@ async def _current_user(
         async with request.app.state.sessions() as session:
             user = await session.scalar(
                 select(ApiToken.user_name).where(
-                    ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)
+                    ApiToken.token_hash == digest,
+                    ApiToken.revoked_at.is_(None),
+                    ApiToken.role == WRITER,
                 )
             )
         if user is None:

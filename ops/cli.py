@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import typer
 from sqlalchemy.exc import OperationalError
@@ -22,6 +24,19 @@ app.add_typer(outbox_status.app, name="outbox")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.add_typer(users.app, name="users")
+
+
+@app.command("console")
+def console_() -> None:
+    """Serve the operators' web console (QA_CONSOLE_HOST:QA_CONSOLE_PORT) until stopped.
+
+    A launcher for ``qa-console``: the console is its own application package, which
+    ``ops`` does not import.
+    """
+    exe = Path(sys.argv[0]).resolve().parent / "qa-console"
+    if not exe.exists():
+        exe = Path(sys.executable).parent / "qa-console"
+    os.execv(exe, [str(exe)])
 
 
 def main() -> None:

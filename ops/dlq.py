@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 import typer
 from rich.progress import Progress
 
-from outbox import deadletters as store
-from outbox.deadletters import ActionResult, Filters
 from ops.common import console, engine, err_console, print_json
 from ops.dlq_render import (
     letter_json,
@@ -24,6 +22,8 @@ from ops.dlq_render import (
     show_letter,
     summary_table,
 )
+from outbox import deadletters as store
+from outbox.deadletters import ActionResult, Filters
 
 app = typer.Typer(help="Dead letters: list, show, replay, discard.", no_args_is_help=True)
 

@@ -6,30 +6,11 @@ from typing import Any
 
 import typer
 from rich.table import Table
-from sqlalchemy import text
 
 from ops.common import console, engine, print_json
+from outbox import stats
 
 app = typer.Typer(help="Outbox table.", no_args_is_help=True)
-
-STATUS_SQL = text(
-    """
-    SELECT
-      (SELECT count(*) FROM qa.outbox WHERE published_at IS NULL) AS pending,
-      (SELECT extract(epoch FROM now() - min(created_at))
-         FROM qa.outbox WHERE published_at IS NULL) AS oldest_pending_age_seconds,
-      (SELECT count(*) FROM qa.outbox WHERE published_at IS NULL AND attempts > 0) AS failing,
-      (SELECT count(*) FROM qa.outbox
-         WHERE published_at >= now() - interval '1 minute') AS published_last_minute
-    """
-)
-FAILING_SQL = text(
-    """
-    SELECT id, event_id, event_type, attempts, last_error, next_attempt_at
-    FROM qa.outbox WHERE published_at IS NULL AND attempts > 0
-    ORDER BY id LIMIT :limit
-    """
-)
 
 
 @app.command()
@@ -39,11 +20,8 @@ def status(
 ) -> None:
     """Pending count, age of the oldest pending event, failing rows, published last minute."""
     with engine() as eng, eng.connect() as conn:
-        summary: dict[str, Any] = dict(conn.execute(STATUS_SQL).mappings().one())
-        rows = [dict(r) for r in conn.execute(FAILING_SQL, {"limit": failing_limit}).mappings()]
-    age = summary["oldest_pending_age_seconds"]
-    summary["oldest_pending_age_seconds"] = round(float(age), 3) if age is not None else None
-    summary["failing_rows"] = rows
+        summary: dict[str, Any] = stats.outbox_status(conn, failing_limit)
+    rows = summary["failing_rows"]
     if as_json:
         print_json(summary)
         return

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Computed,
     DateTime,
     ForeignKey,
@@ -47,12 +48,20 @@ def _now() -> Any:
 
 
 class ApiToken(Base):
+    """A bearer token. ``writer`` tokens use the API; ``operator`` tokens sign in to the
+    operators' console. Only the SHA-256 of the token is stored."""
+
     __tablename__ = "api_tokens"
-    __table_args__ = {"schema": "qa"}
+    __table_args__ = (
+        CheckConstraint("role IN ('writer', 'operator')", name="role"),
+        Index(None, "user_name"),
+        {"schema": "qa"},
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     user_name: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16), server_default="writer")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -12,7 +13,16 @@ from sqlalchemy.engine import make_url
 class Settings(BaseSettings):
     """Every tunable of the service. Defaults work on a machine with local services."""
 
-    model_config = SettingsConfigDict(env_prefix="QA_", extra="ignore", frozen=True)
+    # `./dev.sh run` writes the QA_* settings it ran with to .env; every command started
+    # in the checkout reads it (real environment variables win). QA_ENV_FILE names another
+    # file; empty reads none (the test suite).
+    model_config = SettingsConfigDict(
+        env_prefix="QA_",
+        extra="ignore",
+        frozen=True,
+        env_file=os.environ.get("QA_ENV_FILE", ".env") or None,
+        env_file_encoding="utf-8",
+    )
 
     database_url: SecretStr = SecretStr("postgresql+psycopg://postgres@127.0.0.1:5432/qa")
     feed_database_url: SecretStr | None = None
@@ -67,6 +77,13 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_from: str = "Q&A notifications <no-reply@qa.localhost>"
     notifier_unknown_user_wait_seconds: float = Field(default=600.0, ge=0)
+
+    # Operators' console (`qa-console`, `qa-ops console`): localhost only by default.
+    console_host: str = "127.0.0.1"
+    console_port: int = 8081
+    console_session_hours: float = Field(default=8.0, gt=0)
+    # RabbitMQ management HTTP API (queue depths, consumers); its vhost is QA_AMQP_URL's.
+    rabbitmq_management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
 
     log_level: str = "INFO"
     # text for people at a terminal, json (one object per line) for log collectors.

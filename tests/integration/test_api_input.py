@@ -18,6 +18,7 @@ from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
     question_payload,
     user_fixture,
 )
+from tests.support.console_data import make_token
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,15 @@ async def test_writes_without_a_valid_token_are_401(
 async def test_revoked_token_is_401(client: httpx.AsyncClient, db: Engine) -> None:
     revoked = make_user(db, revoked=True)
     response = await client.post("/questions", json=question_payload(), headers=revoked.headers)
+    assert response.status_code == 401
+
+
+async def test_operator_token_cannot_write_through_the_api(
+    client: httpx.AsyncClient, db: Engine
+) -> None:
+    _, token = make_token(db, f"op-{uuid.uuid4().hex[:6]}", "operator")
+    headers = {"Authorization": f"Bearer {token}"}
+    response = await client.post("/questions", json=question_payload(), headers=headers)
     assert response.status_code == 401
 
 

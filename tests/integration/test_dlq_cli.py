@@ -16,9 +16,9 @@ from click.testing import Result
 from sqlalchemy import Engine, insert, select
 from typer.testing import CliRunner
 
+from ops import cli
 from outbox.headers import from_jsonable, to_jsonable
 from outbox.models import DeadLetter, DeadLetterAudit, OutboxRow
-from ops import cli
 
 QA_OPS = str(Path(sys.executable).parent / "qa-ops")
 # Each subprocess pays the CLI's import time; filter and usage matrices run in-process

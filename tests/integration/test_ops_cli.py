@@ -109,3 +109,38 @@ def test_unreachable_database_exits_1_with_one_line_reason() -> None:
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
     assert "database unavailable" in result.stderr
+
+
+def test_tokens_create_refuses_user_names_that_are_not_slugs() -> None:
+    for bad in ("alice smith", "bob\nroot", "Ädmin", "-x", "a" * 65, ""):
+        result = qa_ops("tokens", "create", "--user", bad)
+        assert result.returncode == 2, bad
+        assert "lowercase letters" in result.stderr or "user" in result.stderr
+
+
+def test_tokens_create_refuses_an_unknown_role() -> None:
+    assert qa_ops("tokens", "create", "--user", "x", "--role", "root").returncode == 2
+
+
+def test_tokens_list_and_revoke(db: Engine) -> None:
+    user = f"lst-{uuid.uuid4().hex[:8]}"
+    writer = qa_ops("tokens", "create", "--user", user).stdout.strip()
+    operator = qa_ops("tokens", "create", "--user", user, "--role", "operator").stdout.strip()
+    listed = qa_ops("tokens", "list", "--user", user, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["user_name"], r["role"]) for r in rows] == [(user, "writer"), (user, "operator")]
+    assert writer not in listed.stdout and operator not in listed.stdout  # never the secret
+    revoked = qa_ops("tokens", "revoke", str(rows[0]["id"]))
+    assert revoked.returncode == 0 and "revoked token" in revoked.stdout
+    again = qa_ops("tokens", "revoke", str(rows[0]["id"]))
+    assert again.returncode == 0 and "already revoked" in again.stdout
+    after = json.loads(qa_ops("tokens", "list", "--user", user, "--json").stdout)
+    assert [r["role"] for r in after] == ["operator"]
+    with_revoked = json.loads(
+        qa_ops("tokens", "list", "--user", user, "--revoked", "--json").stdout
+    )
+    assert with_revoked[0]["revoked_at"] is not None
+    table = qa_ops("tokens", "list", "--user", user, env={"COLUMNS": "80"})
+    assert table.returncode == 0 and user in table.stdout
+    assert qa_ops("tokens", "revoke", "999999999").returncode == 1

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from consumers.archive_store import jsonable, letter_row
+from ops.dlq_render import safe
 from outbox.deadletters import FAILURE_HEADERS, event_id_for, replay_headers
 from outbox.headers import from_jsonable
-from ops.dlq_render import safe
 from outbox.topology import H_HISTORY, H_REPLAYED_FROM
 
 

@@ -1,0 +1,1 @@
+"""The operators' web console: overview, dead letters, event lookup (server-rendered)."""
