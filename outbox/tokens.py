@@ -7,14 +7,17 @@ user), ``operator`` tokens sign in to the operators' console. Neither works for 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
+
+from pydantic import TypeAdapter, ValidationError
+
+from outbox.events import UserName
 
 TOKEN_PREFIX = "qa_"
 ROLES = ("writer", "operator")
 WRITER, OPERATOR = ROLES
-# A user name becomes an author shown to everyone: a lowercase slug, like subjects.
-USER_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+# A user name becomes an author shown to everyone: the slug ``qa-ops users`` accepts.
+_USER_NAME = TypeAdapter(UserName)
 
 
 def new_token() -> str:
@@ -27,9 +30,10 @@ def hash_token(token: str) -> str:
 
 def check_user_name(name: str) -> str:
     """``name`` if it is a valid user name, else ValueError saying what is allowed."""
-    if not USER_NAME.fullmatch(name):
+    try:
+        return _USER_NAME.validate_python(name)
+    except ValidationError:
         raise ValueError(
-            "user names are 1-64 characters: lowercase letters, digits, '.', '_' and '-',"
-            " starting and ending with a letter or digit"
-        )
-    return name
+            "user names are slugs of at most 64 characters: lowercase letters and digits,"
+            " words joined by single '-'"
+        ) from None
