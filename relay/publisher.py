@@ -1,10 +1,10 @@
 """Publishing a claimed batch on ONE confirming channel, many confirms in flight.
 
-Every publish of a batch is started at once (in id order, so the broker receives them
-in that order on this channel) and their confirms are awaited together, bounded by the
-publish timeout. A row counts as published only on a positive confirm without a
-return; a nack, a return (unroutable), a timeout or a channel/connection error all
-count as "not published".
+The whole batch is written at once (in id order, so the broker receives it in that
+order on this channel; one socket write, see ``relay/frames.py``) and its confirms are
+awaited together, bounded by the publish timeout. A row counts as published only on a
+positive confirm without a return; a nack, a return (unroutable), a timeout or a
+channel/connection error all count as "not published".
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
-import aio_pika
 import aiormq.exceptions
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-from outbox.headers import from_jsonable
 from outbox.topology import EVENTS_EXCHANGE, declare_exchange
+from relay import frames
 from relay.store import PendingRow
 
 log = logging.getLogger("qa.relay.publisher")
@@ -39,19 +39,6 @@ class BatchOutcome:
     def fail(self, row_id: int, reason: str, error: str) -> None:
         self.failed[row_id] = f"{reason}: {error}"
         self.reasons[row_id] = reason
-
-
-def build_message(row: PendingRow) -> aio_pika.Message:
-    """The AMQP message for a row: the stored body bytes untouched, envelope id as id."""
-    return aio_pika.Message(
-        row.body,
-        message_id=str(row.event_id),
-        type=row.event_type,
-        content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        timestamp=row.created_at,
-        headers=from_jsonable(row.headers) if row.headers else None,
-    )
 
 
 def _classify(exc: BaseException) -> tuple[str, str]:
@@ -75,7 +62,7 @@ class Publisher:
         self._connection = connection
         self._timeout = publish_timeout
         self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
+        self._exchanges: set[str] = set()
         # aiormq matches a returned message to its publish by message_id, so two
         # publishes with one id in flight could swap outcomes (a returned row marked
         # published). A second row with an id in flight waits for a later batch.
@@ -92,68 +79,92 @@ class Publisher:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        self._exchanges = {
-            EVENTS_EXCHANGE: await declare_exchange(self._channel),
-            "": self._channel.default_exchange,
-        }
+        await declare_exchange(self._channel)
+        self._exchanges = {EVENTS_EXCHANGE, ""}
+        if not frames.supported(await self._channel.get_underlay_channel()):
+            raise RuntimeError("this aiormq version lacks what relay/frames.py needs")
 
     async def ready(self, within: float) -> None:
         """Wait until the (robust) channel is usable; raises TimeoutError otherwise."""
         channel = self.channel
         await asyncio.wait_for(channel.ready(), within)
 
-    async def _exchange(self, name: str) -> AbstractExchange | None:
-        """The exchange named by a row; an unknown name is checked once (passively) on a
-        throwaway channel, so a missing exchange never closes the publishing channel."""
-        known = self._exchanges.get(name)
-        if known is not None:
-            return known
+    async def _exchange_exists(self, name: str) -> bool:
+        """Whether the exchange named by a row exists; an unknown name is checked once
+        (passively) on a throwaway channel, so a missing one never closes the publishing
+        channel."""
+        if name in self._exchanges:
+            return True
         probe = await self._connection.channel(publisher_confirms=False)
         try:
             await probe.declare_exchange(name, passive=True)
         except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
+            return False
         finally:
             if not probe.is_closed:
                 await probe.close()
-        exchange = await self.channel.get_exchange(name, ensure=False)
-        self._exchanges[name] = exchange
-        return exchange
+        self._exchanges.add(name)
+        return True
 
-    def _settled(self, message_id: str, task: asyncio.Future[object]) -> None:
+    def _settled(self, message_id: str, future: asyncio.Future[Any]) -> None:
         self._in_flight_ids.discard(message_id)
-        # The outcome is read in settle(); an abandoned batch must not log "never retrieved".
-        if not task.cancelled():
-            task.exception()
 
     async def begin(self, rows: list[PendingRow]) -> InFlight:
-        """Start publishing ``rows`` in id order; confirms are awaited by ``settle()``."""
+        """Write ``rows`` in id order; confirms are awaited by ``settle()``."""
         outcome = BatchOutcome()
-        jobs: list[tuple[int, asyncio.Task[object]]] = []
+        loop = asyncio.get_running_loop()
+        try:
+            channel: Any = await asyncio.wait_for(
+                self.channel.get_underlay_channel(), self._timeout
+            )
+        except Exception as exc:  # the channel is gone or not restored: nobody's fault
+            for row in rows:
+                outcome.fail(row.id, *_classify(exc))
+            return InFlight([], outcome, loop.time())
+        number = channel.number
+        chunk = frames.body_frame_size(channel)
+        ids: list[int] = []
+        messages: list[tuple[str, bytes]] = []
         for row in rows:
             message_id = str(row.event_id)
             if message_id in self._in_flight_ids:
                 outcome.deferred.append(row.id)
                 continue
             try:
-                exchange = await self._exchange(row.exchange)
+                exists = await self._exchange_exists(row.exchange)
             except Exception as exc:  # broker trouble while probing: retry the row later
                 outcome.fail(row.id, *_classify(exc))
                 continue
-            if exchange is None:
+            if not exists:
                 outcome.fail(row.id, "exchange", f"exchange {row.exchange!r} does not exist")
                 continue
             try:
-                message = build_message(row)
+                props = frames.properties(message_id, row.event_type, row.created_at, row.headers)
+                encoded = frames.encode(
+                    number, chunk, row.exchange, row.routing_key, row.body, props
+                )
             except Exception as exc:  # hostile row (e.g. headers not a table): its own failure
                 outcome.fail(row.id, "invalid", f"cannot build the message: {exc!r}")
                 continue
-            coro = exchange.publish(message, row.routing_key, mandatory=True)
-            task = asyncio.ensure_future(coro)
             self._in_flight_ids.add(message_id)
-            task.add_done_callback(partial(self._settled, message_id))
-            jobs.append((row.id, task))
-        return InFlight(jobs, outcome, asyncio.get_running_loop().time() + self._timeout)
+            ids.append(row.id)
+            messages.append((message_id, encoded))
+        jobs: list[tuple[int, asyncio.Future[Any]]] = []
+        if messages:
+            try:
+                futures = await frames.send(channel, messages)
+            except BaseException as exc:
+                for message_id, _ in messages:
+                    self._in_flight_ids.discard(message_id)
+                if not isinstance(exc, Exception):
+                    raise
+                for row_id in ids:
+                    outcome.fail(row_id, *_classify(exc))
+                futures = []
+            for (message_id, _), future in zip(messages, futures, strict=False):
+                future.add_done_callback(partial(self._settled, message_id))
+            jobs = list(zip(ids, futures, strict=False))
+        return InFlight(jobs, outcome, loop.time() + self._timeout)
 
     async def publish(self, rows: list[PendingRow]) -> BatchOutcome:
         """Publish ``rows`` with all confirms in flight; never raises for broker trouble."""
@@ -164,7 +175,7 @@ class InFlight:
     """A batch whose publishes are under way on the channel."""
 
     def __init__(
-        self, jobs: list[tuple[int, asyncio.Task[object]]], outcome: BatchOutcome, deadline: float
+        self, jobs: list[tuple[int, asyncio.Future[Any]]], outcome: BatchOutcome, deadline: float
     ) -> None:
         self._jobs = jobs
         self._outcome = outcome
@@ -172,25 +183,26 @@ class InFlight:
 
     def cancel(self) -> None:
         """Abandon every publish not settled yet (its row stays unpublished)."""
-        for _, task in self._jobs:
-            if not task.done():
-                task.cancel()
+        for _, future in self._jobs:
+            if not future.done():
+                future.cancel()
 
     async def settle(self) -> BatchOutcome:
         """Wait for every confirm until the batch's deadline; sort rows into the outcome."""
         outcome = self._outcome
         if not self._jobs:
             return outcome
-        tasks = [task for _, task in self._jobs]
+        pending = [future for _, future in self._jobs if not future.done()]
         remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
         try:
-            await asyncio.wait(tasks, timeout=remaining)
+            if pending:
+                await asyncio.wait(pending, timeout=remaining)
         finally:
-            # Timeout, or our own cancellation (stop, lost leadership): no orphan publishes.
+            # Timeout, or our own cancellation (stop, lost leadership): an unconfirmed
+            # row is not published; a late confirm for it is ignored by aiormq.
             self.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for row_id, task in self._jobs:
-            error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+        for row_id, future in self._jobs:
+            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
             if error is None:
                 outcome.published.append(row_id)
             else:
