@@ -4,6 +4,9 @@ Two rates are reported. ``wall``: from spawning the process to the last row mark
 (includes interpreter start-up and connecting). ``steady``: rows marked after the first
 batch divided by the time between the first and the last mark (``published_at`` is the
 marking transaction's ``now()``); the ratio to the publish ceiling uses ``steady``.
+
+The same backlog is then drained by the simplest peer relay (``bench/peer_relay.py``,
+in this process) and its steady rate measured the same way, for ``vs_peer``.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Any
 
 import psycopg
 
+from bench import peer_relay
 from bench.ceilings import declare_and_purge
 from bench.common import poll_until, queue_depth, require_module
 from bench.env import BenchEnv
 from bench.envelopes import copy_into_outbox, make_events
 from bench.procs import Proc
 from bench.stats import rate
+from outbox.events import Envelope
 from outbox.settings import Settings
 from outbox.topology import FEED_QUEUE
 
@@ -44,17 +49,41 @@ def _marks(dsn: str) -> tuple[float, float, int, int]:
         return float(row[0]), float(row[1]), int(row[2]), int(row[3])
 
 
+def _load(env: BenchEnv, settings: Settings, events: list[Envelope]) -> None:
+    env.reset_tables()
+    asyncio.run(declare_and_purge(env, settings))
+    copy_into_outbox(env.dsn, events)
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE qa.outbox")
+
+
+def peer(env: BenchEnv, settings: Settings, events: list[Envelope]) -> dict[str, Any]:
+    """The simple peer relay on the same backlog, batch 2000."""
+    _load(env, settings, events)
+    started = time.monotonic()
+    marked = asyncio.run(peer_relay.drain(env.dsn, env.amqp_url, batch=2000))
+    wall = time.monotonic() - started
+    first, last, first_batch, batches = _marks(env.dsn)
+    delivered = asyncio.run(queue_depth(env.amqp_url, FEED_QUEUE))
+    asyncio.run(declare_and_purge(env, settings))
+    return {
+        "rows": marked,
+        "batches": batches,
+        "batch_size": 2000,
+        "wall_seconds": wall,
+        "steady_seconds": last - first,
+        "rate": rate(marked - first_batch, last - first),
+        "messages_in_queue": delivered,
+    }
+
+
 def run(
     env: BenchEnv, settings: Settings, quick: bool, results: Path, profile: bool
 ) -> dict[str, Any]:
     require_module("relay.main", "the relay")
     count = 20_000 if quick else 100_000
-    env.reset_tables()
-    asyncio.run(declare_and_purge(env, settings))
     events = make_events(count)
-    copy_into_outbox(env.dsn, events)
-    with psycopg.connect(env.dsn, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE qa.outbox")
+    _load(env, settings, events)
     proc = Proc(
         ["qa-relay"],
         env.process_env(),
@@ -73,6 +102,8 @@ def run(
     delivered = asyncio.run(queue_depth(env.amqp_url, FEED_QUEUE))
     asyncio.run(declare_and_purge(env, settings))
     steady_seconds = last - first
+    steady = rate(count - first_batch, steady_seconds)
+    simple = peer(env, settings, events)
     return {
         "rows": count,
         "batches": batches,
@@ -80,7 +111,9 @@ def run(
         "wall_seconds": finished - spawned,
         "wall_rate": rate(count, finished - spawned),
         "steady_seconds": steady_seconds,
-        "rate": rate(count - first_batch, steady_seconds),
+        "rate": steady,
         "messages_in_queue": delivered,
         "profile": str(results / "profile-relay.raw") if profile else None,
+        "peer": simple,
+        "vs_peer": steady / simple["rate"] if simple["rate"] else None,
     }

@@ -109,9 +109,21 @@ def test_profile_summary_counts_self_and_inclusive_time(tmp_path: Path) -> None:
 
 
 def test_report_lines_mark_missing_parts_not_measured() -> None:
-    result = {"ceilings": {"publish": {"rate": 1000.0}}, "relay_drain": {"rate": 950.0}}
+    result = {"ceilings": {"publish": {"rate": 1000.0}}, "relay_drain": {"rate": 1050.0}}
     by_figure = {line.figure: line.as_dict() for line in lines(result)}
     assert by_figure["drain of backlog (steady)"]["verdict"] == "MET"
-    assert by_figure["drain of backlog (steady)"]["judged"] == pytest.approx(0.95)
+    assert by_figure["drain of backlog (steady)"]["judged"] == pytest.approx(1.05)
     assert by_figure["apply of queued events (steady)"]["verdict"] == "not measured"
     assert by_figure["apply of queued events (steady)"]["value"] == "not measured yet"
+
+
+def test_relay_is_judged_against_the_simple_peer_relay_too() -> None:
+    result = {
+        "ceilings": {"publish": {"rate": 1000.0, "best_strategy": "gather-2000"}},
+        "relay_drain": {"rate": 950.0, "peer": {"rate": 1000.0}},
+    }
+    by_figure = {line.figure: line.as_dict() for line in lines(result)}
+    assert by_figure["drain of backlog (steady)"]["verdict"] == "NOT MET"  # 0.95 < 1.0
+    assert by_figure["drain vs simple peer relay"]["judged"] == pytest.approx(0.95)
+    assert by_figure["drain vs simple peer relay"]["verdict"] == "NOT MET"
+    assert "publish ceiling set by gather-2000" in by_figure
