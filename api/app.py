@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import ErrorMiddleware, install_error_handlers
+from api.feed_cache import FeedCache
+from api.feed_query import FeedReader
 from api.idempotency_retention import run_retention
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
@@ -57,6 +59,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engines = {"database": engine} if same else {"database": engine, "feed": feed_engine}
     app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.state.feed_sessions = async_sessionmaker(feed_engine, expire_on_commit=False)
+    app.state.feed_reader = FeedReader(feed_engine)
+    app.state.feed_cache = FeedCache(
+        settings.api_feed_cache_seconds, settings.api_feed_cache_entries
+    )
     retention = None
     if settings.api_idempotency_retention_seconds > 0:
         retention = asyncio.create_task(

@@ -40,8 +40,9 @@ def free_port() -> int:
 class BenchEnv:
     """Names and URLs of the private database and vhost of this run."""
 
-    database: str = "qa_bench"
-    vhost: str = "qa-bench"
+    # Overridable so two benchmark runs on one machine do not drop each other's database.
+    database: str = field(default_factory=lambda: os.environ.get("QA_BENCH_DATABASE", "qa_bench"))
+    vhost: str = field(default_factory=lambda: os.environ.get("QA_BENCH_VHOST", "qa-bench"))
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property

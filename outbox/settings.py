@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_max_body_bytes: int = Field(default=128 * 1024, ge=1024)
     api_feed_max_limit: int = Field(default=100, ge=1)
+    # GET /feed pages are served from a per-process cache for at most this long (the
+    # feed's bounded staleness; also its Cache-Control max-age). 0 turns the cache off.
+    api_feed_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+    api_feed_cache_entries: int = Field(default=4096, ge=1)
+    # Worker processes of one qa-api (uvicorn workers); 0 = one per CPU core.
+    api_workers: int = Field(default=1, ge=0, le=64)
     # Valid tokens are cached this long per API process; a revocation takes effect
     # within it. 0 looks every request up in the database.
     api_token_cache_seconds: float = Field(default=10.0, ge=0)

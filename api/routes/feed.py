@@ -2,72 +2,51 @@
 
 Reads the feed read model only (``feed.questions``), never the write tables. A row
 exists before its ``question.created`` event when an answer arrived first; such rows
-have no title yet and are not shown.
+have no title yet and are not shown. Pages are read by :mod:`api.feed_query` (raw
+psycopg, orjson) through the short-lived cache of :mod:`api.feed_cache`, and carry an
+``ETag`` (``If-None-Match`` gets ``304``) and ``Cache-Control``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
-from sqlalchemy import Select, select, tuple_
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from api import cursor as cursors
-from api.deps import FeedSession, SettingsDep
+from api.deps import SettingsDep
 from api.errors import validation_error
-from api.schemas import FeedItem, FeedPage
+from api.feed_cache import FeedCache, cache_control, not_modified
+from api.feed_query import FeedFilter, FeedReader
+from api.schemas import FeedPage
 from outbox.events import Grade, Slug
-from outbox.models import FeedQuestion
 
 router = APIRouter(tags=["feed"])
 
 DEFAULT_LIMIT = 20
-F = FeedQuestion
-_COLUMNS = (
-    F.question_id,
-    F.title,
-    F.subject,
-    F.grade,
-    F.answered,
-    F.answer_count,
-    F.created_at,
-    F.last_answer_at,
+
+
+@router.get(
+    "/feed",
+    response_model=FeedPage,
+    responses={
+        304: {"description": "Not modified (the ETag in If-None-Match is current)"},
+        422: {"description": "Invalid filter"},
+    },
 )
-
-
-def _query(
-    subject: str | None,
-    grade: int | None,
-    answered: bool | None,
-    after: cursors.Position | None,
-    limit: int,
-) -> Select[*tuple[Any, ...]]:
-    query = select(*_COLUMNS).where(F.title.is_not(None), F.created_at.is_not(None))
-    if subject is not None:
-        query = query.where(F.subject == subject)
-    if grade is not None:
-        query = query.where(F.grade == grade)
-    if answered is not None:
-        query = query.where(F.answered.is_(answered))
-    if after is not None:
-        # Row comparison matches the (created_at DESC, question_id DESC) index order.
-        query = query.where(
-            tuple_(F.created_at, F.question_id) < tuple_(after.created_at, after.question_id)
-        )
-    return query.order_by(F.created_at.desc(), F.question_id.desc()).limit(limit)
-
-
-@router.get("/feed", response_model=FeedPage, responses={422: {"description": "Invalid filter"}})
 async def get_feed(
-    session: FeedSession,
+    request: Request,
     settings: SettingsDep,
     subject: Annotated[Slug | None, Query(description="lowercase slug")] = None,
     grade: Annotated[Grade | None, Query(description="1-12")] = None,
     answered: Annotated[bool | None, Query()] = None,
     limit: Annotated[int | None, Query(ge=1, description="page size (capped)")] = None,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
-) -> FeedPage:
-    """Questions newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Questions newest first. Pass ``next_cursor`` back as ``cursor`` for the next page.
+
+    Pages may be up to ``QA_API_FEED_CACHE_SECONDS`` old (default 1 s)."""
     cap = settings.api_feed_max_limit
     if limit is None:
         limit = min(DEFAULT_LIMIT, cap)
@@ -81,10 +60,11 @@ async def get_feed(
             after = cursors.decode(cursor)
         except cursors.InvalidCursor as exc:
             raise validation_error(("query", "cursor"), str(exc), "invalid_cursor") from exc
-    rows = (await session.execute(_query(subject, grade, answered, after, limit + 1))).all()
-    items = [FeedItem.model_validate(row._mapping) for row in rows[:limit]]
-    next_cursor = None
-    if len(rows) > limit and items:
-        last = items[-1]
-        next_cursor = cursors.encode(cursors.Position(last.created_at, last.question_id))
-    return FeedPage(items=items, next_cursor=next_cursor)
+    where = FeedFilter(subject, grade, answered)
+    reader: FeedReader = request.app.state.feed_reader
+    cache: FeedCache = request.app.state.feed_cache
+    page = await cache.get((where, after, limit), lambda: reader.page(where, after, limit))
+    headers = {"ETag": page.etag, "Cache-Control": cache_control(cache.ttl)}
+    if not_modified(if_none_match, page.etag):
+        return Response(status_code=304, headers=headers)
+    return Response(page.body, media_type="application/json", headers=headers)
