@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from functools import partial
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import text
 
@@ -22,6 +25,7 @@ from outbox.settings import Settings, redact
 
 log = logging.getLogger("qa.api")
 GRACEFUL_SHUTDOWN_SECONDS = 10
+WORKER_HEALTHCHECK_SECONDS = 30
 
 
 async def _ping(url: SecretStr) -> None:
@@ -85,14 +89,36 @@ def main() -> None:
     # other commands instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _already_handled)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    workers = settings.api_workers or os.cpu_count() or 1
+    common: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_config": None,
+        "server_header": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:
+        # uvicorn's supervisor binds the socket once and forks the workers; each builds
+        # its own app (engines, caches) from the same environment. SIGTERM stops them all.
+        log.info("qa-api starting %d worker processes", workers)
+        uvicorn.run(
+            "api.main:app_from_environment",
+            factory=True,
+            workers=workers,
+            # A worker importing the app on a busy machine can take seconds; the default
+            # 5 s made the supervisor kill and respawn workers that were only starting.
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **common,
+        )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one worker process (``QA_API_WORKERS`` > 1)."""
+    settings = _load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)
 
 
 if __name__ == "__main__":

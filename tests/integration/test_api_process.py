@@ -86,3 +86,51 @@ def test_unreachable_database_exits_1_with_one_line_and_no_secret() -> None:
     assert "s3cret-pw" not in stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("qa-api: cannot start:") and "unreachable" in last
+
+
+def _worker_pids(parent: int) -> set[int]:
+    """Pids of the uvicorn workers (multiprocessing spawn children) of ``parent``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def test_workers_serve_and_all_stop_on_sigterm(services: dict[str, str]) -> None:
+    """QA_API_WORKERS=2: two worker processes behind one port; SIGTERM stops every one."""
+    port = free_port()
+    env = {**os.environ, **services, "QA_API_PORT": str(port), "QA_API_WORKERS": "2"}
+    proc = subprocess.Popen([QA_API], env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(base, proc, deadline_s=90)
+        deadline = time.monotonic() + 90
+        while len(_worker_pids(proc.pid)) < 2:
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.1)
+        workers = _worker_pids(proc.pid)
+        feed = httpx.get(f"{base}/feed", params={"limit": 1}, timeout=10)
+        assert feed.status_code == 200 and "items" in feed.json()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        for pid in workers:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid), pid
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
