@@ -182,6 +182,16 @@ class FeedQuestion(Base):
             text("created_at DESC"),
             text("question_id DESC"),
         ),
+        # Pages filtered by subject only / grade only (migration 0010).
+        Index(
+            "ix_feed_questions_subject",
+            "subject",
+            text("created_at DESC"),
+            text("question_id DESC"),
+        ),
+        Index(
+            "ix_feed_questions_grade", "grade", text("created_at DESC"), text("question_id DESC")
+        ),
         {"schema": "feed"},
     )
 
