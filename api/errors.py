@@ -1,6 +1,6 @@
 """The one place errors become HTTP responses.
 
-* The service's own errors (:mod:`outbox.errors`) map to 401/404/422.
+* The service's own errors (:mod:`outbox.errors`) map to 401/403/404/422.
 * Validation errors become 422 with field errors, without echoing the input (a lone
   surrogate or a megabyte of text must not come back, and could not be encoded anyway).
 * Anything else is caught by :class:`ErrorMiddleware`: 503 with ``Retry-After`` when the
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import TrackedSend
 from api.request_id import request_id_of
-from outbox.errors import IdempotencyConflict, NotFound, Unauthorized
+from outbox.errors import Forbidden, IdempotencyConflict, NotFound, Unauthorized
 
 log = logging.getLogger("qa.api")
 
@@ -89,6 +89,10 @@ async def _on_unauthorized(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_forbidden(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc) or "forbidden"}, status_code=403)
+
+
 async def _on_idempotency_conflict(request: Request, exc: Exception) -> JSONResponse:
     detail = [{"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "idempotency"}]
     return JSONResponse({"detail": detail}, status_code=422)
@@ -98,6 +102,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(NotFound, _on_not_found)
     app.add_exception_handler(Unauthorized, _on_unauthorized)
+    app.add_exception_handler(Forbidden, _on_forbidden)
     app.add_exception_handler(IdempotencyConflict, _on_idempotency_conflict)
 
 

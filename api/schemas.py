@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from outbox.events import CleanStr, Grade, Slug
 
@@ -29,6 +29,28 @@ class QuestionIn(_Input):
     body: Body
     subject: Slug
     grade: Grade
+
+
+class QuestionPatch(_Input):
+    """``PATCH /questions/{id}``: the fields to change (at least one); absent ones stay."""
+
+    title: Title | None = None
+    body: Body | None = None
+    subject: Slug | None = None
+    grade: Grade | None = None
+
+    @model_validator(mode="after")
+    def _some_fields_none_null(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of title, body, subject, grade")
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} cannot be null; leave a field out to keep it")
+        return self
+
+    def changes(self) -> dict[str, object]:
+        """The fields the client sent, by name."""
+        return self.model_dump(exclude_unset=True)
 
 
 class AnswerIn(_Input):

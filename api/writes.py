@@ -1,8 +1,12 @@
-"""The two writes: a question or an answer, its outbox event, one transaction.
+"""The creating writes: a question or an answer, its outbox event, one transaction.
 
 The business row, the outbox row and the idempotency key (when given) commit together
 or not at all (guarantee 1). The business row and its outbox row travel to the
 database in one statement (see ``outbox.uow``), so the outbox adds no round trip.
+
+Every event of a question (its creation, edits, answers) gets the next number of the
+question's ``last_sequence``, taken under the question's row lock in the same
+transaction: the envelope ``sequence`` subscribers order by.
 """
 
 from __future__ import annotations
@@ -12,19 +16,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, update
 
 from api.idempotency import IdempotentRequest, claim
 from api.metrics import ApiMetrics
 from api.schemas import AnswerIn, AnswerOut, QuestionIn, QuestionOut
 from outbox.errors import NotFound
-from outbox.events import AnswerCreatedV1, Envelope, QuestionCreatedV1, new_envelope
+from outbox.events import (
+    AnswerCreatedV2,
+    Envelope,
+    QuestionCreatedV1,
+    QuestionState,
+    new_envelope,
+)
 from outbox.models import Answer, Question
 from outbox.settings import Settings
 from outbox.uow import UnitOfWork
 
-FOREIGN_KEY_VIOLATION = "23503"
 QUESTIONS: Table = Question.__table__  # type: ignore[assignment]
 ANSWERS: Table = Answer.__table__  # type: ignore[assignment]
 AGGREGATE = "question"  # answers belong to their question: one ordering key per question
@@ -37,7 +45,7 @@ class WriteResult:
     replayed: bool = False
 
 
-def _emit(uow: UnitOfWork, settings: Settings, metrics: ApiMetrics, envelope: Envelope) -> None:
+def emit(uow: UnitOfWork, settings: Settings, metrics: ApiMetrics, envelope: Envelope) -> None:
     """Write the event to the outbox. The benchmark switch lives here and nowhere else."""
     if settings.bench_disable_outbox:
         return  # benchmark only: breaks guarantee 1; qa-api warns at start-up
@@ -45,13 +53,17 @@ def _emit(uow: UnitOfWork, settings: Settings, metrics: ApiMetrics, envelope: En
     metrics.events.labels(envelope.type).inc()
 
 
-async def _replay(
-    uow: UnitOfWork, author: str, idempotent: IdempotentRequest | None, body: dict[str, Any]
+async def replay_or_claim(
+    uow: UnitOfWork,
+    author: str,
+    idempotent: IdempotentRequest | None,
+    body: dict[str, Any],
+    status_code: int = 201,
 ) -> WriteResult | None:
     """Claim the idempotency key in this transaction, or return the stored result."""
     if idempotent is None:
         return None
-    stored = await claim(uow.session, author, idempotent, 201, body)
+    stored = await claim(uow.session, author, idempotent, status_code, body)
     if stored is None:
         return None
     return WriteResult(stored.status_code, stored.body, replayed=True)
@@ -70,9 +82,9 @@ async def create_question(
     )
     body = out.model_dump(mode="json")
     async with uow:
-        if (replay := await _replay(uow, author, idempotent, body)) is not None:
+        if (replay := await replay_or_claim(uow, author, idempotent, body)) is not None:
             return replay
-        uow.insert(QUESTIONS, out.model_dump())
+        uow.insert(QUESTIONS, {**out.model_dump(), "last_sequence": 1})
         event = QuestionCreatedV1(
             question_id=out.id,
             title=out.title,
@@ -81,7 +93,8 @@ async def create_question(
             author=author,
             created_at=out.created_at,
         )
-        _emit(uow, settings, metrics, new_envelope("question.created", AGGREGATE, out.id, event))
+        envelope = new_envelope("question.created", AGGREGATE, out.id, event, sequence=1)
+        emit(uow, settings, metrics, envelope)
         await uow.commit()
     return WriteResult(201, body)
 
@@ -104,18 +117,37 @@ async def create_answer(
     )
     body = out.model_dump(mode="json")
     async with uow:
-        if (replay := await _replay(uow, author, idempotent, body)) is not None:
+        if (replay := await replay_or_claim(uow, author, idempotent, body)) is not None:
             return replay
+        # One statement answers "does the question exist?", takes the next sequence number
+        # under the row lock and reads the state answer.created carries.
+        question = (
+            await uow.session.execute(
+                update(QUESTIONS)
+                .where(QUESTIONS.c.id == question_id)
+                .values(last_sequence=QUESTIONS.c.last_sequence + 1)
+                .returning(
+                    QUESTIONS.c.title,
+                    QUESTIONS.c.subject,
+                    QUESTIONS.c.grade,
+                    QUESTIONS.c.last_sequence,
+                )
+            )
+        ).first()
+        if question is None:
+            raise NotFound(f"question {question_id} not found")
         uow.insert(ANSWERS, out.model_dump())
-        event = AnswerCreatedV1(
-            answer_id=out.id, question_id=question_id, author=author, created_at=out.created_at
+        event = AnswerCreatedV2(
+            answer_id=out.id,
+            question=QuestionState(
+                id=question_id, title=question.title, subject=question.subject, grade=question.grade
+            ),
+            author=author,
+            created_at=out.created_at,
         )
-        _emit(uow, settings, metrics, new_envelope("answer.created", AGGREGATE, question_id, event))
-        try:
-            # The foreign key answers "does the question exist?" without a SELECT first.
-            await uow.commit()
-        except IntegrityError as exc:
-            if getattr(exc.orig, "sqlstate", None) == FOREIGN_KEY_VIOLATION:
-                raise NotFound(f"question {question_id} not found") from exc
-            raise
+        envelope = new_envelope(
+            "answer.created", AGGREGATE, question_id, event, 2, sequence=question.last_sequence
+        )
+        emit(uow, settings, metrics, envelope)
+        await uow.commit()
     return WriteResult(201, body)

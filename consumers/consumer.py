@@ -38,11 +38,11 @@ from tenacity import (
 
 from consumers import metrics
 from consumers.disposition import is_transient
-from consumers.feed import FeedChange, apply_changes, change_of, unique_changes
+from consumers.feed import ACCEPTS, FeedChange, apply_changes, change_of, unique_changes
 from consumers.settle import Settler, is_stale
 from outbox.errors import PermanentMessageError
-from outbox.events import decode
 from outbox.settings import Settings
+from outbox.versions import decode_for
 
 log = logging.getLogger("qa.consumer.feed")
 
@@ -141,7 +141,7 @@ class FeedConsumer:
     @staticmethod
     def _decode(message: AbstractIncomingMessage) -> Item:
         try:
-            return Item(message, change=change_of(decode(message.body)))
+            return Item(message, change=change_of(decode_for(message.body, ACCEPTS)))
         except PermanentMessageError as exc:
             return Item(message, error=exc)
 

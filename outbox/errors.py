@@ -18,6 +18,10 @@ class Unauthorized(QAError):
     """No valid bearer token."""
 
 
+class Forbidden(QAError):
+    """A valid token, but its user may not do this (e.g. edit another user's question)."""
+
+
 class IdempotencyConflict(QAError):
     """An ``Idempotency-Key`` was reused with a different request."""
 

@@ -3,6 +3,9 @@
 The relay never decodes envelopes: it moves the bytes written here. Consumers decode
 through :func:`decode`, which raises a :class:`PermanentMessageError` subclass for
 anything that can never be applied.
+
+Readers are tolerant: fields they do not know are ignored (an additive change keeps the
+version, see README "Event versioning"); fields they know are validated strictly.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -43,22 +46,67 @@ Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # "ignore", not "forbid": a producer may add an optional field without a new version
+    # and a subscriber deployed earlier must keep working (tolerant reader).
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+Title = Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
+UserName = Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+EditableField = Literal["title", "body", "subject", "grade"]
 
 
 class QuestionCreatedV1(_Strict):
+    """A question was asked. Its body is not carried (see README "What events leave out")."""
+
     question_id: uuid.UUID
-    title: Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
+    title: Title
     subject: Slug
     grade: Grade
-    author: Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+    author: UserName
     created_at: AwareDatetime
 
 
+class QuestionEditedV1(_Strict):
+    """The author edited a question: which fields changed, and the question's state after
+    the edit (title, subject, grade in full, whatever changed), so a projection replaces
+    its copy when the envelope's ``sequence`` is higher than the one it holds."""
+
+    question_id: uuid.UUID
+    changed: Annotated[list[EditableField], Field(min_length=1, max_length=4)]
+    title: Title
+    subject: Slug
+    grade: Grade
+    edited_at: AwareDatetime
+
+
 class AnswerCreatedV1(_Strict):
+    """An answer was posted (version 1: ids only; superseded by version 2)."""
+
     answer_id: uuid.UUID
     question_id: uuid.UUID
-    author: Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+    author: UserName
+    created_at: AwareDatetime
+
+
+class QuestionState(_Strict):
+    """The question as it was when the event was written (at the envelope's ``sequence``)."""
+
+    id: uuid.UUID
+    title: Title
+    subject: Slug
+    grade: Grade
+
+
+class AnswerCreatedV2(_Strict):
+    """An answer was posted, with the state of its question (event-carried state).
+
+    Breaking change from version 1: ``question_id`` moved into ``question.id``.
+    """
+
+    answer_id: uuid.UUID
+    question: QuestionState
+    author: UserName
     created_at: AwareDatetime
 
 
@@ -86,14 +134,22 @@ class UserUpdatedV1(UserStateV1):
 
 EVENT_SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {
     ("question.created", 1): QuestionCreatedV1,
+    ("question.edited", 1): QuestionEditedV1,
     ("answer.created", 1): AnswerCreatedV1,
+    ("answer.created", 2): AnswerCreatedV2,
     ("user.registered", 1): UserRegisteredV1,
     ("user.updated", 1): UserUpdatedV1,
 }
+"""Every (type, version) that exists. Producers emit the newest version of each type."""
 
 
 class Envelope(_Strict):
-    """``{id, type, version, occurred_at, aggregate_type, aggregate_id, data}``."""
+    """``{id, type, version, occurred_at, aggregate_type, aggregate_id, sequence, data}``.
+
+    ``sequence`` numbers the events of one aggregate (1, 2, 3, ... in commit order of the
+    aggregate's row lock), assigned when the event is written. Events written before
+    sequences existed have none.
+    """
 
     id: uuid.UUID
     type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
@@ -101,6 +157,7 @@ class Envelope(_Strict):
     occurred_at: AwareDatetime
     aggregate_type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=50)]
     aggregate_id: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
+    sequence: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     data: dict[str, Any]
 
     def to_bytes(self) -> bytes:
@@ -108,9 +165,17 @@ class Envelope(_Strict):
 
 
 def new_envelope(
-    event_type: str, aggregate_type: str, aggregate_id: object, data: BaseModel, version: int = 1
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: object,
+    data: BaseModel,
+    version: int = 1,
+    *,
+    sequence: int | None = None,
 ) -> Envelope:
     """Build an envelope with a fresh id; the id is kept end to end."""
+    if EVENT_SCHEMAS.get((event_type, version)) is not type(data):
+        raise ValueError(f"{type(data).__name__} is not the schema of {event_type} v{version}")
     return Envelope(
         id=uuid.uuid4(),
         type=event_type,
@@ -118,6 +183,7 @@ def new_envelope(
         occurred_at=datetime.now(UTC),
         aggregate_type=aggregate_type,
         aggregate_id=str(aggregate_id),
+        sequence=sequence,
         data=data.model_dump(mode="json"),
     )
 

@@ -96,6 +96,9 @@ class Question(Base):
     grade: Mapped[int] = mapped_column(SmallInteger)
     author: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Sequence number of the question's latest event (creation, edit, answer): the next
+    # event takes last_sequence + 1 under the row lock (migration 0008).
+    last_sequence: Mapped[int] = mapped_column(BigInteger, server_default="1")
 
 
 class Answer(Base):
@@ -203,6 +206,9 @@ class FeedQuestion(Base):
     answer_count: Mapped[int] = mapped_column(Integer, server_default="0")
     last_answer_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     answered: Mapped[bool] = mapped_column(Computed("answer_count > 0", persisted=True))
+    # Envelope sequence of the event title/subject/grade came from: a change with a lower
+    # one is stale (last writer by sequence, never by arrival). NULL: none applied yet.
+    state_sequence: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 

@@ -13,6 +13,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 
 EVENTS_EXCHANGE = "qa.events"
+APP_ID = "qa-outbox"  # AMQP app_id of every message the relay publishes
 FEED_QUEUE = "feed.events"
 FEED_BINDINGS = ("question.*", "answer.*")
 FEED_DEAD_QUEUE = "feed.dead"

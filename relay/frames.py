@@ -32,6 +32,7 @@ from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from outbox.headers import from_jsonable
+from outbox.topology import APP_ID
 
 PERSISTENT = 2
 _REQUIRED = ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag", "write_queue")
@@ -50,6 +51,8 @@ def properties(
         message_id=message_id,
         message_type=event_type,
         content_type="application/json",
+        content_encoding="utf-8",
+        app_id=APP_ID,
         delivery_mode=PERSISTENT,
         priority=0,  # what aio-pika always sent: byte-identical to the earlier relay
         timestamp=created_at,

@@ -1,4 +1,5 @@
-"""``POST /questions``, ``POST /questions/{id}/answers``, ``GET /questions/{id}``."""
+"""``POST /questions``, ``PATCH /questions/{id}``, ``POST /questions/{id}/answers``,
+``GET /questions/{id}``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.deps import CurrentUser, IdempotencyKeyHeader, MetricsDep, QaSession, SettingsDep, UoW
+from api.edits import edit_question
 from api.idempotency import IdempotentRequest, request_hash
-from api.schemas import AnswerIn, AnswerOut, QuestionIn, QuestionOut, QuestionWithAnswers
+from api.schemas import (
+    AnswerIn,
+    AnswerOut,
+    QuestionIn,
+    QuestionOut,
+    QuestionPatch,
+    QuestionWithAnswers,
+)
 from api.writes import WriteResult, create_answer, create_question
 from outbox.errors import NotFound
 from outbox.models import Answer, Question
@@ -25,14 +34,16 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-def _idempotent(key: str | None, path: str, body: dict[str, object]) -> IdempotentRequest | None:
+def _idempotent(
+    key: str | None, path: str, body: dict[str, object], method: str = "POST"
+) -> IdempotentRequest | None:
     if key is None:
         return None
-    return IdempotentRequest(key=key, request_hash=request_hash("POST", path, body))
+    return IdempotentRequest(key=key, request_hash=request_hash(method, path, body))
 
 
-def _response(result: WriteResult, location: str) -> JSONResponse:
-    headers = {"Location": location}
+def _response(result: WriteResult, location: str | None = None) -> JSONResponse:
+    headers = {"Location": location} if location else {}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(result.body, status_code=result.status_code, headers=headers)
@@ -51,6 +62,30 @@ async def post_question(
     idem = _idempotent(idempotency_key, "/questions", data.model_dump(mode="json"))
     result = await create_question(uow, settings, metrics, user, data, idem)
     return _response(result, f"/questions/{result.body['id']}")
+
+
+@router.patch(
+    "/questions/{question_id}",
+    response_model=QuestionOut,
+    responses={
+        **_ERRORS,
+        403: {"description": "Not the question's author"},
+        404: {"description": "Unknown question"},
+    },
+)
+async def patch_question(
+    question_id: uuid.UUID,
+    data: QuestionPatch,
+    user: CurrentUser,
+    uow: UoW,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Edit your question (fields left out stay). Emits ``question.edited`` when it changes."""
+    path = f"/questions/{question_id}"
+    idem = _idempotent(idempotency_key, path, data.changes(), "PATCH")
+    return _response(await edit_question(uow, settings, metrics, user, question_id, data, idem))
 
 
 @router.post(

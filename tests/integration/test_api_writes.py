@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, text
 
-from outbox.events import AnswerCreatedV1, QuestionCreatedV1, decode
+from outbox.events import AnswerCreatedV2, QuestionCreatedV1, decode
 from outbox.settings import Settings
 from tests.integration.test_api_helpers import (  # noqa: F401 (fixtures)
     User,
@@ -33,6 +33,7 @@ async def test_question_writes_one_outbox_row_with_the_event(
     event = decode(rows[0].body)
     assert rows[0].event_type == "question.created" == event.envelope.type
     assert rows[0].event_id == event.envelope.id
+    assert event.envelope.sequence == 1
     assert isinstance(event.data, QuestionCreatedV1)
     assert str(event.data.question_id) == created["id"]
     assert event.data.author == user.name
@@ -61,10 +62,18 @@ async def test_answer_writes_one_outbox_row_and_author_comes_from_the_token(
     assert len(rows) == 1
     event = decode(rows[0].body)
     assert rows[0].event_id == event.envelope.id
-    assert isinstance(event.data, AnswerCreatedV1)
+    assert (event.envelope.version, event.envelope.sequence) == (2, 2)
+    assert isinstance(event.data, AnswerCreatedV2)
     assert str(event.data.answer_id) == answer["id"]
-    assert str(event.data.question_id) == question["id"]
     assert event.data.author == user.name
+    # Event-carried state: the question as it is when the answer is written.
+    state = event.data.question
+    assert str(state.id) == question["id"]
+    assert (state.title, state.subject, state.grade) == (
+        question["title"],
+        question["subject"],
+        question["grade"],
+    )
 
     shown = (await client.get(f"/questions/{question['id']}")).json()
     assert [a["id"] for a in shown["answers"]] == [answer["id"]]

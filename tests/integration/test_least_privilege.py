@@ -58,6 +58,7 @@ def test_api_writes_questions_and_outbox_but_cannot_touch_published_state(grante
         conn.execute(OUTBOX_ROW)
         conn.execute("SELECT * FROM feed.questions LIMIT 1")
         assert _denied(conn, "UPDATE qa.outbox SET published_at = now()")
+        assert _denied(conn, "UPDATE qa.questions SET author = 'mallory'")
         assert _denied(conn, "DELETE FROM qa.outbox")
         assert _denied(conn, "INSERT INTO feed.inbox VALUES ('x', gen_random_uuid(), 't')")
         assert _denied(conn, "INSERT INTO qa.api_tokens (user_name, token_hash) VALUES ('a','b')")
@@ -106,13 +107,15 @@ async def test_the_real_api_works_as_its_least_privileged_role(granted_db: str) 
             f"/questions/{qid}/answers", json={"body": "b"}, headers=user.headers
         )
         assert answer.status_code == 201, answer.text
+        edit = await client.patch(f"/questions/{qid}", json={"grade": 3}, headers=user.headers)
+        assert edit.status_code == 200, edit.text
         assert (await client.get(f"/questions/{qid}")).status_code == 200
         assert (await client.get("/feed")).status_code == 200
     with owner.connect() as conn:
         events = conn.scalar(
             text("SELECT count(*) FROM qa.outbox WHERE aggregate_id = :q"), {"q": qid}
         )
-    assert events == 2
+    assert events == 3
     owner.dispose()
 
 
