@@ -23,7 +23,7 @@ from api.feed_query import FeedReader
 from api.idempotency_retention import run_retention
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.request_id import RequestIdMiddleware
-from api.routes import feed, health, questions
+from api.routes import asyncapi, feed, health, questions
 from api.token_cache import TokenCache
 from outbox import tracing
 from outbox.db import make_async_engine
@@ -95,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(questions.router)
     app.include_router(feed.router)
     app.include_router(health.router)
+    app.include_router(asyncapi.router)
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ErrorMiddleware)

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from sqlalchemy.exc import OperationalError
 
-from ops import dbcmd, dlq, events, outbox_status, tokens, users
+from ops import asyncapi, dbcmd, dlq, events, outbox_status, tokens, users
 
 app = typer.Typer(
     name="qa-ops",
@@ -24,6 +24,7 @@ app.add_typer(outbox_status.app, name="outbox")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.add_typer(users.app, name="users")
+app.add_typer(asyncapi.app, name="asyncapi")
 
 
 @app.command("console")

@@ -47,8 +47,9 @@ Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=254)]
 
 class _Strict(BaseModel):
     # "ignore", not "forbid": a producer may add an optional field without a new version
-    # and a subscriber deployed earlier must keep working (tolerant reader).
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # and a subscriber deployed earlier must keep working (tolerant reader). Attribute
+    # docstrings become the field descriptions of the published JSON Schemas (AsyncAPI).
+    model_config = ConfigDict(extra="ignore", frozen=True, use_attribute_docstrings=True)
 
 
 Title = Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
@@ -62,21 +63,28 @@ class QuestionCreatedV1(_Strict):
     question_id: uuid.UUID
     title: Title
     subject: Slug
+    """Lowercase slug, e.g. `physics`, `world-history`."""
     grade: Grade
+    """School grade, 1-12."""
     author: UserName
+    """User name of the asker (the API token's user)."""
     created_at: AwareDatetime
 
 
 class QuestionEditedV1(_Strict):
     """The author edited a question: which fields changed, and the question's state after
-    the edit (title, subject, grade in full, whatever changed), so a projection replaces
-    its copy when the envelope's ``sequence`` is higher than the one it holds."""
+    the edit (title, subject and grade in full, whatever changed). Keep it if the
+    envelope's `sequence` is higher than the one your copy came from."""
 
     question_id: uuid.UUID
     changed: Annotated[list[EditableField], Field(min_length=1, max_length=4)]
+    """The fields this edit changed (`body` too, whose text is not carried)."""
     title: Title
+    """Title after the edit."""
     subject: Slug
+    """Subject after the edit."""
     grade: Grade
+    """Grade after the edit."""
     edited_at: AwareDatetime
 
 
@@ -86,11 +94,12 @@ class AnswerCreatedV1(_Strict):
     answer_id: uuid.UUID
     question_id: uuid.UUID
     author: UserName
+    """User name of the answerer."""
     created_at: AwareDatetime
 
 
 class QuestionState(_Strict):
-    """The question as it was when the event was written (at the envelope's ``sequence``)."""
+    """The question as it was when the event was written (at the envelope's `sequence`)."""
 
     id: uuid.UUID
     title: Title
@@ -100,13 +109,12 @@ class QuestionState(_Strict):
 
 class AnswerCreatedV2(_Strict):
     """An answer was posted, with the state of its question (event-carried state).
-
-    Breaking change from version 1: ``question_id`` moved into ``question.id``.
-    """
+    Breaking change from version 1: `question_id` moved into `question.id`."""
 
     answer_id: uuid.UUID
     question: QuestionState
     author: UserName
+    """User name of the answerer."""
     created_at: AwareDatetime
 
 
@@ -144,21 +152,26 @@ EVENT_SCHEMAS: dict[tuple[str, int], type[BaseModel]] = {
 
 
 class Envelope(_Strict):
-    """``{id, type, version, occurred_at, aggregate_type, aggregate_id, sequence, data}``.
-
-    ``sequence`` numbers the events of one aggregate (1, 2, 3, ... in commit order of the
-    aggregate's row lock), assigned when the event is written. Events written before
-    sequences existed have none.
-    """
+    """`{id, type, version, occurred_at, aggregate_type, aggregate_id, sequence, data}`."""
 
     id: uuid.UUID
+    """Event id, fixed when the event is written; also the AMQP message_id. Deduplicate by it."""
     type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
+    """Event type; also the routing key and the AMQP type."""
     version: Annotated[int, Field(ge=1, le=1000)]
+    """Version of `data`'s schema for this type."""
     occurred_at: AwareDatetime
+    """When the event was written."""
     aggregate_type: Annotated[CleanStr, StringConstraints(min_length=1, max_length=50)]
+    """`question` for every event today."""
     aggregate_id: Annotated[CleanStr, StringConstraints(min_length=1, max_length=100)]
+    """The question's id."""
     sequence: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    """Number of this event among its aggregate's events (1, 2, 3, ... in commit order),
+    assigned when it is written. Keep the state of the highest. `null` on events written
+    before sequences existed."""
     data: dict[str, Any]
+    """The event's payload, per type and version."""
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json"))

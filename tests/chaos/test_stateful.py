@@ -54,7 +54,7 @@ POISON = [
     b"[1, 2, 3]",
     b'{"id": "not-a-uuid", "type": "question.created"}',
     new_envelope(
-        "question.created",
+        "answer.created",
         "question",
         "x",
         AnswerCreatedV1(
@@ -63,7 +63,9 @@ POISON = [
             author="p",
             created_at=datetime.now(UTC),
         ),
-    ).to_bytes(),  # question.created carrying an answer's data: schema-invalid
+    )
+    .model_copy(update={"type": "question.created"})
+    .to_bytes(),  # question.created carrying an answer's data: schema-invalid
     new_envelope(
         "question.created",
         "question",

@@ -46,6 +46,7 @@ async def test_committed_row_is_published_byte_for_byte_with_its_properties(
     assert message.message_id == str(row.event_id)
     assert message.type == "t.x"
     assert message.content_type == "application/json"
+    assert (message.content_encoding, message.app_id) == ("utf-8", "qa-outbox")
     assert message.delivery_mode == 2
     assert message.headers == {"x-attempts": 2, "x-bin": b"\x00\x01"}
     with db.connect() as conn:
