@@ -69,7 +69,8 @@ def _rows(doc: dict[str, Any], schema: dict[str, Any], prefix: str = "") -> list
 
 
 def _table(rows: list[str]) -> str:
-    head = "<tr><th>field</th><th>type</th><th>required</th><th>constraints</th><th>description</th></tr>"
+    columns = ("field", "type", "required", "constraints", "description")
+    head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     return f"<table>{head}{''.join(rows)}</table>"
 
 
