@@ -53,7 +53,8 @@ class _Strict(BaseModel):
 
 
 Title = Annotated[CleanStr, StringConstraints(min_length=1, max_length=200)]
-UserName = Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
+# Authors are token user names (any clean text), not necessarily qa.users slugs.
+AuthorName = Annotated[CleanStr, StringConstraints(min_length=1, max_length=64)]
 EditableField = Literal["title", "body", "subject", "grade"]
 
 
@@ -66,7 +67,7 @@ class QuestionCreatedV1(_Strict):
     """Lowercase slug, e.g. `physics`, `world-history`."""
     grade: Grade
     """School grade, 1-12."""
-    author: UserName
+    author: AuthorName
     """User name of the asker (the API token's user)."""
     created_at: AwareDatetime
 
@@ -93,7 +94,7 @@ class AnswerCreatedV1(_Strict):
 
     answer_id: uuid.UUID
     question_id: uuid.UUID
-    author: UserName
+    author: AuthorName
     """User name of the answerer."""
     created_at: AwareDatetime
 
@@ -113,7 +114,7 @@ class AnswerCreatedV2(_Strict):
 
     answer_id: uuid.UUID
     question: QuestionState
-    author: UserName
+    author: AuthorName
     """User name of the answerer."""
     created_at: AwareDatetime
 
