@@ -25,6 +25,8 @@ def test_properties_are_those_of_the_equivalent_aio_pika_message() -> None:
         message_id=event_id,
         type="answer.created",
         content_type="application/json",
+        content_encoding="utf-8",
+        app_id="qa-outbox",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         timestamp=created,
         headers={"x-n": 1, "x-s": "v", "x-d": Decimal("1.5")},
