@@ -41,3 +41,8 @@ BATCH_SIZE = Histogram(
 )
 IS_LEADER = Gauge("qa_relay_is_leader", "1 while this process holds the relay advisory lock.")
 PURGED = Counter("qa_relay_retention_deleted", "Published rows deleted by retention.")
+BROKER_BLOCKED = Gauge(
+    "qa_relay_broker_blocked",
+    "1 while the broker blocks this relay's publishing connection (memory or disk alarm).",
+)
+CLAIMS = Counter("qa_relay_claims", "Claim queries run (empty ones included).")

@@ -66,6 +66,7 @@ class Pipeline:
                 turn += 1
                 started = time.perf_counter()
                 rows = await store.claim(conn, self._batch_size)
+                metrics.CLAIMS.inc()
                 if rows:
                     crashpoints.crash_point("after_claim")
                     spans = BatchSpans(rows) if tracing.enabled() else None

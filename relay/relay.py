@@ -25,7 +25,7 @@ from tenacity import (
 )
 
 from outbox.settings import Settings
-from relay import leader, metrics, store
+from relay import backpressure, leader, metrics, store
 from relay.pipeline import Pipeline
 from relay.publisher import Publisher
 
@@ -51,6 +51,7 @@ class Relay:
         self.settings = settings
         self.name = name
         self.publisher = Publisher(amqp, settings.relay_publish_timeout_seconds)
+        self._amqp = amqp
         self.is_leader = False
         self._wake = asyncio.Event()
         self._idle_tx_ms = round(settings.relay_publish_timeout_seconds * 2000)
@@ -150,7 +151,9 @@ class Relay:
         )
 
     async def _broker_ready(self) -> None:
-        """Block (with backoff and a log line per retry) until the channel is usable."""
+        """Block until the broker accepts publishes: no resource alarm blocking this
+        connection, and the channel usable (with backoff and a log line per retry)."""
+        await backpressure.wait_while_blocked(self._amqp)
         async for attempt in self._retrying():
             with attempt:
                 await self.publisher.ready(within=5.0)
