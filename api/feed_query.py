@@ -88,7 +88,7 @@ class FeedReader:
         }
         if after is not None:
             params["after_at"] = after.created_at
-            params["after_id"] = after.question_id
+            params["after_id"] = after.id
         sql = page_sql(where, after is not None)
         async with self._engine.connect() as conn:
             fairy = await conn.get_raw_connection()

@@ -78,9 +78,11 @@ class QuestionOut(BaseModel):
 
 
 class QuestionWithAnswers(QuestionOut):
-    """``GET /questions/{id}``: the question and its answers, oldest first."""
+    """``GET /questions/{id}``: the question and one page of its answers, oldest first.
+    Pass ``next_cursor`` back as ``cursor`` for the next page of answers."""
 
     answers: list[AnswerOut]
+    next_cursor: str | None = None
 
 
 class FeedItem(BaseModel):

@@ -13,11 +13,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from api import cursor as cursors
+from api import paging
 from api.deps import SettingsDep
-from api.errors import validation_error
 from api.feed_cache import FeedCache, cache_control, not_modified
 from api.feed_query import FeedFilter, FeedReader
+from api.paging import page_limit
 from api.schemas import FeedPage
 from outbox.events import Grade, Slug
 
@@ -47,19 +47,8 @@ async def get_feed(
     """Questions newest first. Pass ``next_cursor`` back as ``cursor`` for the next page.
 
     Pages may be up to ``QA_API_FEED_CACHE_SECONDS`` old (default 1 s)."""
-    cap = settings.api_feed_max_limit
-    if limit is None:
-        limit = min(DEFAULT_LIMIT, cap)
-    elif limit > cap:
-        raise validation_error(
-            ("query", "limit"), f"Input should be less than or equal to {cap}", "less_than_equal"
-        )
-    after = None
-    if cursor is not None:
-        try:
-            after = cursors.decode(cursor)
-        except cursors.InvalidCursor as exc:
-            raise validation_error(("query", "cursor"), str(exc), "invalid_cursor") from exc
+    limit = page_limit(limit, DEFAULT_LIMIT, settings.api_feed_max_limit)
+    after = paging.after(cursor, "feed")
     where = FeedFilter(subject, grade, answered)
     reader: FeedReader = request.app.state.feed_reader
     cache: FeedCache = request.app.state.feed_cache

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
+from api import paging
 from api.deps import CurrentUser, IdempotencyKeyHeader, MetricsDep, QaSession, SettingsDep, UoW
 from api.edits import edit_question
 from api.idempotency import IdempotentRequest, request_hash
+from api.paging import page_limit
+from api.question_page import DEFAULT_ANSWERS, question_page
 from api.schemas import (
     AnswerIn,
     AnswerOut,
@@ -21,8 +24,6 @@ from api.schemas import (
     QuestionWithAnswers,
 )
 from api.writes import WriteResult, create_answer, create_question
-from outbox.errors import NotFound
-from outbox.models import Answer, Question
 
 router = APIRouter(tags=["questions"])
 
@@ -113,34 +114,18 @@ async def post_answer(
 @router.get(
     "/questions/{question_id}",
     response_model=QuestionWithAnswers,
-    responses={404: {"description": "Unknown question"}},
+    responses={
+        404: {"description": "Unknown question"},
+        422: {"description": "Invalid limit or cursor"},
+    },
 )
-async def get_question(question_id: uuid.UUID, session: QaSession) -> QuestionWithAnswers:
-    """A question with its answers, oldest answer first."""
-    question = await session.get(Question, question_id)
-    if question is None:
-        raise NotFound(f"question {question_id} not found")
-    answers = await session.scalars(
-        select(Answer)
-        .where(Answer.question_id == question_id)
-        .order_by(Answer.created_at, Answer.id)
-    )
-    return QuestionWithAnswers(
-        id=question.id,
-        title=question.title,
-        body=question.body,
-        subject=question.subject,
-        grade=question.grade,
-        author=question.author,
-        created_at=question.created_at,
-        answers=[
-            AnswerOut(
-                id=a.id,
-                question_id=a.question_id,
-                body=a.body,
-                author=a.author,
-                created_at=a.created_at,
-            )
-            for a in answers
-        ],
-    )
+async def get_question(
+    question_id: uuid.UUID,
+    session: QaSession,
+    settings: SettingsDep,
+    limit: Annotated[int | None, Query(ge=1, description="answers per page (capped)")] = None,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
+) -> QuestionWithAnswers:
+    """A question with a page of its answers, oldest first (``next_cursor`` for more)."""
+    size = page_limit(limit, DEFAULT_ANSWERS, settings.api_feed_max_limit)
+    return await question_page(session, question_id, paging.after(cursor, "answers"), size)
