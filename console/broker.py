@@ -25,7 +25,12 @@ class SubscriberQueues:
     ready: int = 0
     unacked: int = 0
     consumers: int = 0
-    retry_tiers: dict[str, int] = field(default_factory=dict)
+    retry_tiers: dict[int, int] = field(default_factory=dict)  # delay in ms -> messages
+
+    def tiers(self) -> list[tuple[str, int]]:
+        """("1s", depth) per retry tier, shortest delay first."""
+        return [(f"{ms / 1000:g}s", n) for ms, n in sorted(self.retry_tiers.items())]
+
     dead_queue: int = 0
 
 
@@ -46,7 +51,7 @@ def _classify(queues: list[dict[str, Any]]) -> dict[str, SubscriberQueues]:
             sub.consumers = int(q.get("consumers") or 0)
         elif (m := _RETRY.match(name)) is not None:
             sub = subs.setdefault(m.group("name"), SubscriberQueues(m.group("name")))
-            sub.retry_tiers[f"{int(m.group('ms')) / 1000:g}s"] = int(q.get("messages") or 0)
+            sub.retry_tiers[int(m.group("ms"))] = int(q.get("messages") or 0)
         elif name.endswith(".dead"):
             sub = subs.setdefault(name[: -len(".dead")], SubscriberQueues(name[:-5]))
             sub.dead_queue = int(q.get("messages") or 0)

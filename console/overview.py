@@ -67,7 +67,7 @@ async def gather(request: Request) -> Overview:
                 "ready": q.ready,
                 "unacked": q.unacked,
                 "consumers": q.consumers,
-                "retry_tiers": q.retry_tiers,
+                "retry_tiers": q.tiers(),
                 "dead_queue": q.dead_queue,
                 "dead_letters": dead.get(f"{name}.events", 0),
                 "apply_rate": round(applied.get(name, 0) / 60, 1),

@@ -22,3 +22,12 @@ user qa_relay "$QA_RELAY_AMQP_PASSWORD" '^qa\\.events$' '^(qa\\.events|amq\\.def
 FEED='^(qa\\.events|feed\\..*)$'
 user qa_consumer "$QA_CONSUMER_AMQP_PASSWORD" "$FEED" '^(amq\\.default|feed\\..*)$' "$FEED"
 user qa_archiver "$QA_ARCHIVER_AMQP_PASSWORD" "$FEED" '^(amq\\.default|feed\\..*)$' "$FEED"
+
+# The operators' console reads queue figures through the management API only: the
+# `monitoring` tag, and no right to configure, write or read any queue.
+curl -fsS -u "$AUTH" -X PUT -H 'content-type: application/json' \
+    -d "{\"password\":\"$QA_CONSOLE_AMQP_PASSWORD\",\"tags\":\"monitoring\"}" \
+    "$API/users/qa_console" >/dev/null
+curl -fsS -u "$AUTH" -X PUT -H 'content-type: application/json' \
+    -d '{"configure":"^$","write":"^$","read":"^$"}' "$API/permissions/%2F/qa_console" >/dev/null
+echo "user qa_console ready"

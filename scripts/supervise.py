@@ -1,14 +1,16 @@
-"""Run API, relay, feed consumer and dead-letter archiver together until Ctrl-C.
+"""Run API, relay, feed consumer, dead-letter archiver and console together until Ctrl-C.
 
 Development convenience for the quick start (production runs each command under its
 own supervisor: systemd, Kubernetes, docker-compose). If one process exits, the others
-are stopped too so a broken start is never half-running. On first start it prints a
-bearer token for the user ``dev`` so the API can be tried at once.
+are stopped too so a broken start is never half-running. It saves the settings it runs
+with to ``.env`` and prints a bearer token for the user ``dev`` and an operator token for
+``dev-operator`` (both re-created when they do not work on the database in use), so the
+API and the console can be tried at once. The children run in their own sessions: Ctrl-C
+reaches only this script, which stops each child once with SIGTERM.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,32 +23,30 @@ COMMANDS = {
     "relay": [str(BIN / "qa-relay")],
     "feed": [str(BIN / "qa-consumer"), "feed"],
     "dead-letters": [str(BIN / "qa-consumer"), "dead-letters"],
+    "console": [str(BIN / "qa-console")],
 }
 TOKEN_FILE = Path(".run/dev-token")
-
-
-def dev_token() -> str:
-    if TOKEN_FILE.exists():
-        return TOKEN_FILE.read_text().strip()
-    out = subprocess.run(
-        [str(BIN / "qa-ops"), "tokens", "create", "--user", "dev"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    TOKEN_FILE.parent.mkdir(exist_ok=True)
-    TOKEN_FILE.write_text(out.stdout.strip() + "\n")
-    TOKEN_FILE.chmod(0o600)
-    return out.stdout.strip()
+OPERATOR_TOKEN_FILE = Path(".run/dev-operator-token")
 
 
 def main() -> int:
-    token = dev_token()
-    host = os.environ.get("QA_API_HOST", "127.0.0.1")
-    port = os.environ.get("QA_API_PORT", "8000")
-    procs = {name: subprocess.Popen(cmd) for name, cmd in COMMANDS.items()}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import devenv
+
+    from outbox.settings import Settings
+
+    devenv.save_env()
+    settings = Settings()
+    token = devenv.dev_token(TOKEN_FILE, "dev", "writer")
+    operator = devenv.dev_token(OPERATOR_TOKEN_FILE, "dev-operator", "operator")
+    host, port = settings.api_host, settings.api_port
+    console = f"http://{settings.console_host}:{settings.console_port}"
+    procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in COMMANDS.items()}
     print(
         f"==> running {', '.join(procs)}; API on http://{host}:{port}  (Ctrl-C stops all)\n"
+        f"    settings saved in {devenv.ENV_FILE} (every command in this checkout reads it)\n"
+        f"    console on {console}: sign in with the operator token in {OPERATOR_TOKEN_FILE}:"
+        f" {operator}\n"
         f"    dev token (user 'dev', saved in {TOKEN_FILE}): {token}\n"
         f"    try: curl -s -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json'"
         f' -d \'{{"title":"Why is the sky blue?","body":"...","subject":"physics",'
