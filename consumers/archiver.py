@@ -190,12 +190,14 @@ async def run_archiver(settings: Settings) -> None:
                 await conn.execute(text("SELECT 1"))
 
         budget = settings.startup_timeout_seconds
-        await connect_with_retry("database", ping, budget)
+        await connect_with_retry(f"database {redact(settings.database_url)}", ping, budget)
 
         async def connect() -> AbstractRobustConnection:
             return await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
 
-        connection = await connect_with_retry("broker", connect, budget)
+        connection = await connect_with_retry(
+            f"broker {redact(settings.amqp_url)}", connect, budget
+        )
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=BATCH_SIZE * 2)

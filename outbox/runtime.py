@@ -18,15 +18,16 @@ from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     RetryError,
-    before_sleep_log,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
 from outbox import logs
 from outbox.errors import StartupError
+from outbox.startup_errors import describe, permanent_reason
 
 T = TypeVar("T")
 log = logging.getLogger("qa")
@@ -43,12 +44,34 @@ async def connect_with_retry(
     budget_seconds: float,
     retry_on: tuple[type[BaseException], ...] = (OSError, ConnectionError, Exception),
 ) -> T:
-    """Call ``connect`` until it succeeds or ``budget_seconds`` pass, then StartupError."""
+    """Call ``connect`` until it succeeds or ``budget_seconds`` pass, then StartupError.
+
+    ``what`` names the service and its (redacted) address. A permanent failure (see
+    :mod:`outbox.startup_errors`) ends the start at once; each transient one logs one line
+    naming what is retried, why, and when the next attempt comes.
+    """
+
+    def transient(exc: BaseException) -> bool:
+        return isinstance(exc, retry_on) and permanent_reason(exc) is None
+
+    def announce(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        left = max(budget_seconds - (state.seconds_since_start or 0.0), 0.0)
+        log.warning(
+            "%s not reachable yet (attempt %d: %s); retrying in %.1fs, giving up in %.0fs",
+            what,
+            state.attempt_number,
+            describe(exc) if exc else "unknown",
+            wait,
+            left,
+        )
+
     retrying = AsyncRetrying(
         stop=stop_after_delay(budget_seconds),
         wait=wait_exponential_jitter(multiplier=0.2, max=3.0, jitter=0.2),
-        retry=retry_if_exception_type(retry_on),
-        before_sleep=before_sleep_log(log, logging.WARNING),
+        retry=retry_if_exception(transient),
+        before_sleep=announce,
         reraise=False,
     )
 
@@ -61,8 +84,13 @@ async def connect_with_retry(
         return await retrying(attempt)
     except RetryError as exc:
         cause = exc.last_attempt.exception()
-        reason = f"{type(cause).__name__}: {cause}".splitlines()[0] if cause else "unknown"
+        reason = describe(cause) if cause else "unknown"
         raise StartupError(f"{what} unreachable after {budget_seconds:g}s ({reason})") from cause
+    except Exception as exc:
+        refused = permanent_reason(exc)
+        if refused is None:
+            raise
+        raise StartupError(f"{what}: {refused}") from exc
 
 
 def run(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:
