@@ -57,8 +57,15 @@ def _load_settings() -> Settings:
         sys.exit(1)
 
 
+_stop_logged: list[str] = []
+
+
 def _already_handled(signum: int, frame: FrameType | None) -> None:
-    log.info("qa-api stopped after %s", signal.Signals(signum).name)
+    # One line per stop, whichever signals arrive (a terminal's SIGINT to the whole
+    # process group and a supervisor's SIGTERM may both come).
+    if not _stop_logged:
+        _stop_logged.append(signal.Signals(signum).name)
+        log.info("qa-api stopped after %s", _stop_logged[0])
 
 
 def main() -> None:

@@ -44,7 +44,8 @@ def main() -> None:
         fields = ", ".join(".".join(map(str, e["loc"])) + f": {e['msg']}" for e in exc.errors())
         print(f"qa-console: cannot start: invalid configuration ({fields})", file=sys.stderr)
         sys.exit(1)
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per overview refresh
     try:
         asyncio.run(
             connect_with_retry(

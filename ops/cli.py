@@ -17,6 +17,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help (click's formatter): flags read `--json`, not `--json <bool>`, and the
+    # text wraps at the terminal's width like any Unix tool's.
+    rich_markup_mode=None,
 )
 app.add_typer(dbcmd.app, name="db")
 app.add_typer(tokens.app, name="tokens")

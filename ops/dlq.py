@@ -82,7 +82,8 @@ def list_(
     if as_json:
         print_json(plain(rows))
         return
-    console.print(summary_table(rows, title=f"dead letters ({status}, {len(rows)} shown)"))
+    title = f"dead letters ({status}, {len(rows)} shown)"
+    console.print(summary_table(rows, title, width=console.width))
 
 
 @app.command()
@@ -104,7 +105,7 @@ def _report(results: list[ActionResult], title: str, as_json: bool) -> None:
     if as_json:
         print_json([result_json(r) for r in results])
     else:
-        console.print(results_table(results, title))
+        console.print(results_table(results, title, width=console.width))
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 

@@ -13,12 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console, Group
-from rich.json import JSON
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from ops.tables import fitted
 from outbox.deadletters import ActionResult
+from outbox.topology import H_TRACEBACK
 
 BODY_DISPLAY_LIMIT = 8000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -64,34 +65,44 @@ def letter_json(letter: dict[str, Any], history: list[dict[str, Any]]) -> dict[s
     return dict(out)
 
 
-def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    columns = ("id", "status", "dead_lettered_at", "event_type", "error_class")
-    for name in (*columns, "disposition", "attempts", "failed_queue", "message_id"):
-        table.add_column(name, overflow="fold")
+def summary_table(rows: list[dict[str, Any]], title: str, width: int = 200) -> Table:
+    headers = (
+        "id",
+        "error_class",
+        "event_type",
+        "dead_lettered_at",
+        "status",
+        "attempts",
+        "disposition",
+        "failed_queue",
+        "message_id",
+    )
+    cells: list[list[str | Text]] = []
     for r in rows:
         when = r["dead_lettered_at"]
-        table.add_row(
-            str(r["id"]),
-            r["status"],
-            when.strftime("%Y-%m-%d %H:%M:%S") if when else "-",
-            *(
-                Text(safe(r[c] if r[c] is not None else "-"))
-                for c in ("event_type", "error_class", "disposition")
-            ),
-            str(r["attempts"]),
-            Text(safe(r["failed_queue"])),
-            Text(safe(r["message_id"] or "-")),
+        cells.append(
+            [
+                str(r["id"]),
+                Text(safe(r["error_class"])),
+                Text(safe(r["event_type"] or "-")),
+                when.strftime("%Y-%m-%d %H:%M:%S") if when else "-",
+                r["status"],
+                str(r["attempts"]),
+                Text(safe(r["disposition"])),
+                Text(safe(r["failed_queue"])),
+                Text(safe(r["message_id"] or "-")),
+            ]
         )
-    return table
+    return fitted(title, headers, cells, width)
 
 
 def _body_view(body: bytes) -> Any:
     parsed, text = _payload(body)
+    note = ""
     if parsed is not None:
-        # json.dumps escapes control characters inside strings.
-        return JSON(json.dumps(parsed, ensure_ascii=False), indent=2)
-    if text is None:
+        # Folded plain text, never cropped; json.dumps escapes control characters.
+        text = json.dumps(parsed, ensure_ascii=False, indent=2)
+    elif text is None:
         text = body.decode("utf-8", "backslashreplace")
         note = "(not UTF-8: undecodable bytes shown as \\x escapes)\n"
     else:
@@ -104,6 +115,8 @@ def _body_view(body: bytes) -> Any:
 
 def show_letter(console: Console, letter: dict[str, Any], history: list[dict[str, Any]]) -> None:
     facts = Table(show_header=False, box=None)
+    facts.add_column("field", no_wrap=True)
+    facts.add_column("value", overflow="fold")
     for name in (
         "id",
         "status",
@@ -128,9 +141,9 @@ def show_letter(console: Console, letter: dict[str, Any], history: list[dict[str
     console.print(
         Panel(
             Group(
-                JSON(json.dumps(letter["headers"], ensure_ascii=False), indent=2),
+                _mapping(letter["headers"]),
                 Text("properties", style="bold"),
-                JSON(json.dumps(letter["properties"], ensure_ascii=False), indent=2),
+                _mapping(letter["properties"]),
             ),
             title="headers",
         )
@@ -151,19 +164,34 @@ def show_letter(console: Console, letter: dict[str, Any], history: list[dict[str
     console.print(audit if history else Text("history: no replay or discard yet", style="dim"))
 
 
-def results_table(results: list[ActionResult], title: str) -> Table:
-    table = Table(title=title)
-    for name in ("id", "outcome", "outbox row", "note"):
-        table.add_column(name, overflow="fold")
-    for r in results:
-        style = None if r.ok else "red"
-        table.add_row(
+def _mapping(values: dict[str, Any] | None) -> Any:
+    """Header name -> value, long values folded onto more lines (never cut). The
+    traceback header is shown once, in its own panel below."""
+    table = Table(show_header=False, box=None)
+    table.add_column("name", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for name, value in (values or {}).items():
+        if name == H_TRACEBACK and isinstance(value, str):
+            shown = f"({len(value)} characters: the traceback panel below)"
+        elif isinstance(value, str):
+            shown = value
+        else:
+            shown = json.dumps(value, ensure_ascii=False)
+        table.add_row(Text(safe(name)), Text(safe(shown)))
+    return table if values else Text("-")
+
+
+def results_table(results: list[ActionResult], title: str, width: int = 200) -> Table:
+    rows: list[list[str | Text]] = [
+        [
             str(r.id),
-            Text(r.outcome, style=style or ""),
+            Text(r.outcome, style="" if r.ok else "red"),
             str(r.outbox_id or "-"),
             Text(safe(r.note or "")),
-        )
-    return table
+        ]
+        for r in results
+    ]
+    return fitted(title, ("id", "outcome", "outbox row", "note"), rows, width)
 
 
 def result_json(r: ActionResult) -> dict[str, Any]:

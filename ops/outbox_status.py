@@ -6,8 +6,10 @@ from typing import Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ops.common import console, engine, print_json
+from ops.tables import fitted
 from outbox import stats
 
 app = typer.Typer(help="Outbox table.", no_args_is_help=True)
@@ -32,21 +34,7 @@ def status(
     table.add_row("published in the last minute", str(summary["published_last_minute"]))
     console.print(table)
     if rows:
-        failing = Table(title="failing rows (oldest first)")
-        for col in ("id", "event_id", "event_type", "attempts", "next_attempt_at", "last_error"):
-            failing.add_column(col)
-        for r in rows:
-            failing.add_row(
-                *(
-                    str(r[c])
-                    for c in (
-                        "id",
-                        "event_id",
-                        "event_type",
-                        "attempts",
-                        "next_attempt_at",
-                        "last_error",
-                    )
-                )
-            )
+        cols = ("id", "event_type", "attempts", "last_error", "next_attempt_at", "event_id")
+        cells: list[list[str | Text]] = [[Text(str(r[c])) for c in cols] for r in rows]
+        failing = fitted("failing rows (oldest first)", cols, cells, console.width, keep=4)
         console.print(failing)

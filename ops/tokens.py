@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.table import Table
+from rich.text import Text
 from sqlalchemy import func, insert, select, update
 
 from ops.common import console, engine, err_console, print_json
+from ops.tables import fitted
 from outbox.models import ApiToken
 from outbox.tokens import ROLES, WRITER, check_user_name, hash_token, new_token
 
@@ -62,17 +63,18 @@ def list_(
             [{**r, "created_at": r["created_at"].isoformat(), "revoked_at": _iso(r)} for r in rows]
         )
         return
-    table = Table(title=f"tokens ({len(rows)})")
-    for name in ("id", "user", "role", "created", "revoked"):
-        table.add_column(name, overflow="fold")
-    for r in rows:
-        table.add_row(
+    cells: list[list[str | Text]] = [
+        [
             str(r["id"]),
             r["user_name"],
             r["role"],
             r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
             _iso(r) or "-",
-        )
+        ]
+        for r in rows
+    ]
+    headers = ("id", "user", "role", "created", "revoked")
+    table = fitted(f"tokens ({len(rows)})", headers, cells, console.width, keep=3)
     console.print(table)
 
 
