@@ -35,7 +35,7 @@ async def _metrics(request: Request) -> ApiMetrics:
 
 async def _uow(request: Request) -> UnitOfWork:
     """A fresh, not yet entered unit of work: the route decides where its transaction starts."""
-    return UnitOfWork(request.app.state.sessions)
+    return UnitOfWork(request.app.state.sessions, request.app.state.settings.relay_shards)
 
 
 async def _qa_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -144,6 +144,12 @@ class OutboxRow(Base):
             postgresql_where=text("published_at IS NULL"),
         ),
         Index(
+            "ix_outbox_pending_shard",
+            "shard",
+            "id",
+            postgresql_where=text("published_at IS NULL"),
+        ),
+        Index(
             "ix_outbox_published_at",
             "published_at",
             postgresql_where=text("published_at IS NOT NULL"),
@@ -169,6 +175,8 @@ class OutboxRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=_now()
     )
+    # Relay shard (outbox.uow.shard_of): which relay shard publishes the row (migration 0009).
+    shard: Mapped[int] = mapped_column(SmallInteger, server_default="0")
 
 
 class FeedQuestion(Base):

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     relay_lock_key: int = 0x51A0_0B0C
     relay_retention_seconds: float = Field(default=3600.0, ge=0)
     relay_retention_batch: int = Field(default=5000, ge=1)
+    # Relay shards: rows are spread by a hash of their aggregate id when written (so every
+    # writer - API, qa-ops - must use the same value as the relays); each shard has its
+    # own leader. 1 = one leader for everything (the column is then ignored).
+    relay_shards: int = Field(default=1, ge=1, le=256)
     # Prometheus /metrics ports; 0 disables the metrics server of that process.
     relay_metrics_port: int = 9101
 

@@ -11,6 +11,7 @@ are flushed first, by the session, as usual.
 
 from __future__ import annotations
 
+import hashlib
 from types import TracebackType
 from typing import Any, Self
 
@@ -24,9 +25,23 @@ from outbox.models import OutboxRow
 from outbox.topology import EVENTS_EXCHANGE
 
 
-def outbox_values(envelope: Envelope, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def shard_of(aggregate_id: str, shards: int) -> int:
+    """The relay shard of an aggregate: stable across processes and restarts (md5, not
+    Python's salted ``hash``), the same in SQL:
+    ``('x' || left(md5(aggregate_id), 8))::bit(32)::bigint % shards``."""
+    if shards <= 1:
+        return 0
+    return (
+        int(hashlib.md5(aggregate_id.encode(), usedforsecurity=False).hexdigest()[:8], 16) % shards
+    )
+
+
+def outbox_values(
+    envelope: Envelope, headers: dict[str, Any] | None = None, shards: int = 1
+) -> dict[str, Any]:
     """Column values of the outbox row that publishes ``envelope`` to ``qa.events``."""
     return {
+        "shard": shard_of(envelope.aggregate_id, shards),
         "event_id": envelope.id,
         "event_type": envelope.type,
         "aggregate_type": envelope.aggregate_type,
@@ -66,8 +81,9 @@ def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> Insert:
 class UnitOfWork:
     """One transaction over the write model and the outbox."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], shards: int = 1) -> None:
         self._sessions = sessions
+        self._shards = shards
         self._session: AsyncSession | None = None
         self._committed = False
         self._rows: list[tuple[Table, dict[str, Any]]] = []
@@ -116,7 +132,7 @@ class UnitOfWork:
             headers = tracing.create_span_headers(
                 envelope.id, envelope.type, EVENTS_EXCHANGE, envelope.type
             )
-        self._rows.append((OUTBOX, outbox_values(envelope, headers)))
+        self._rows.append((OUTBOX, outbox_values(envelope, headers, self._shards)))
 
     async def flush(self) -> None:
         """Send pending entities and rows to the database (still uncommitted)."""

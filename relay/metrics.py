@@ -46,3 +46,4 @@ BROKER_BLOCKED = Gauge(
     "1 while the broker blocks this relay's publishing connection (memory or disk alarm).",
 )
 CLAIMS = Counter("qa_relay_claims", "Claim queries run (empty ones included).")
+SHARDS_LED = Gauge("qa_relay_shards_led", "Relay shards this process leads (QA_RELAY_SHARDS > 1).")

@@ -46,7 +46,9 @@ class Pipeline:
         poll_interval: float,
         wake: asyncio.Event,
         broker_ready: Callable[[], Awaitable[None]],
+        shard: int | None = None,
     ) -> None:
+        self._shard = shard
         self._publisher = publisher
         self._conns = conns
         self._batch_size = batch_size
@@ -65,7 +67,7 @@ class Pipeline:
                 conn = self._conns[turn % 2]
                 turn += 1
                 started = time.perf_counter()
-                rows = await store.claim(conn, self._batch_size)
+                rows = await store.claim(conn, self._batch_size, self._shard)
                 metrics.CLAIMS.inc()
                 if rows:
                     crashpoints.crash_point("after_claim")

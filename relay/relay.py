@@ -28,6 +28,7 @@ from outbox.settings import Settings
 from relay import backpressure, leader, metrics, store
 from relay.pipeline import Pipeline
 from relay.publisher import Publisher
+from relay.shards import ShardCoordinator, shard_lock_key
 
 log = logging.getLogger("qa.relay")
 
@@ -52,8 +53,8 @@ class Relay:
         self.name = name
         self.publisher = Publisher(amqp, settings.relay_publish_timeout_seconds)
         self._amqp = amqp
-        self.is_leader = False
-        self._wake = asyncio.Event()
+        self.is_leader = False  # leads everything (one shard) or shard 0 (runs maintenance)
+        self.led: set[int] = set()  # shards led now (QA_RELAY_SHARDS > 1)
         self._idle_tx_ms = round(settings.relay_publish_timeout_seconds * 2000)
 
     async def connect(self, role: str, *, autocommit: bool) -> psycopg.AsyncConnection[Any]:
@@ -69,6 +70,15 @@ class Relay:
         async for attempt in self._retrying():
             with attempt:
                 await self.publisher.start()
+        if self.settings.relay_shards > 1:
+            if lock_conn is not None:
+                await lock_conn.close()
+            while True:  # a lost member connection: start over, like a lost term
+                try:
+                    await ShardCoordinator(self, self.settings.relay_shards).run()
+                except EXPECTED as exc:
+                    log.warning("relay: shard coordination ended: %s", describe(exc))
+                await asyncio.sleep(1.0)
         backoff = 0.5
         loop = asyncio.get_running_loop()
         while True:
@@ -80,7 +90,7 @@ class Relay:
                     conn = await self.connect("lock", autocommit=True)
                 await self._term(conn)
             except EXPECTED as exc:
-                log.warning("relay: leadership term ended: %s", _describe(exc))
+                log.warning("relay: leadership term ended: %s", describe(exc))
             except Exception:
                 log.exception("relay: leadership term ended by an unexpected error")
             finally:
@@ -93,16 +103,35 @@ class Relay:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    def _set_leader(self, value: bool) -> None:
+    def _set_leader(self, value: bool, shard: int | None = None) -> None:
+        if shard is not None:
+            (self.led.add if value else self.led.discard)(shard)
+            metrics.SHARDS_LED.set(len(self.led))
+            if shard != 0:
+                return
         self.is_leader = value
         metrics.IS_LEADER.set(1 if value else 0)
         if not value:
             metrics.forget_outbox_figures()
 
-    async def _term(self, lock_conn: psycopg.AsyncConnection[Any]) -> None:
-        key = self.settings.relay_lock_key
-        await leader.wait_for_lock(lock_conn, key)
+    async def term(self, lock_conn: psycopg.AsyncConnection[Any], shard: int | None = None) -> None:
+        """Lead ``shard`` (None: everything) if its lock is free right now; return at once
+        when it is not. Used by the shard coordinator."""
+        key = shard_lock_key(self.settings.relay_lock_key, shard or 0)
+        if await leader.try_lock(lock_conn, key):
+            await self._term(lock_conn, shard, locked=True)
+
+    async def _term(
+        self,
+        lock_conn: psycopg.AsyncConnection[Any],
+        shard: int | None = None,
+        locked: bool = False,
+    ) -> None:
+        key = shard_lock_key(self.settings.relay_lock_key, shard or 0)
+        if not locked:
+            await leader.wait_for_lock(lock_conn, key)
         await leader.start_listening(lock_conn)
+        wake = asyncio.Event()
         conns: list[psycopg.AsyncConnection[Any]] = []
         try:
             fence = await self.connect("work", autocommit=True)
@@ -120,23 +149,25 @@ class Relay:
                 (conns[0], conns[1]),
                 self.settings.relay_batch_size,
                 self.settings.relay_poll_interval_seconds,
-                self._wake,
+                wake,
                 self._broker_ready,
+                shard,
             )
-            self._set_leader(True)
-            log.info("relay: became leader")
-            self._wake.set()
+            self._set_leader(True, shard)
+            log.info("relay: became leader%s", "" if shard is None else f" of shard {shard}")
+            wake.set()
             check_every = min(0.5, self.settings.relay_poll_interval_seconds)
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(leader.watch(lock_conn, self._wake, check_every))
+                    tasks.create_task(leader.watch(lock_conn, wake, check_every))
                     tasks.create_task(pipeline.run())
-                    tasks.create_task(self._maintain(maint))
+                    if not shard:  # one leader measures the backlog and purges
+                        tasks.create_task(self._maintain(maint))
             except ExceptionGroup as group:
                 # The first failure ended the term; the others are its consequences.
                 raise group.exceptions[0] from None
         finally:
-            self._set_leader(False)
+            self._set_leader(False, shard)
             for conn in conns:
                 with contextlib.suppress(Exception):
                     await conn.close()
@@ -164,6 +195,10 @@ class Relay:
         every = retention_interval(self.settings.relay_retention_seconds)
         while True:
             pending, age, failing = await store.backlog(conn)
+            if self.settings.relay_shards > 1:
+                moved = await store.rehome(conn, self.settings.relay_shards)
+                if moved:
+                    log.warning("relay: %d pending rows of removed shards re-homed", moved)
             metrics.BACKLOG.set(pending)
             metrics.OLDEST_PENDING_AGE.set(age)
             metrics.FAILING.set(failing)
@@ -178,6 +213,6 @@ class Relay:
             await asyncio.sleep(min(STATS_INTERVAL_SECONDS, every))
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     # psycopg messages can quote the DSN host but never the password; keep one line.
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -26,6 +26,22 @@ ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
+# One shard's rows (QA_RELAY_SHARDS > 1), walked in id order on ix_outbox_pending_shard.
+CLAIM_SHARD_SQL = """
+SELECT id, event_id, event_type, exchange, routing_key, body, headers, created_at
+FROM qa.outbox
+WHERE shard = %s AND published_at IS NULL AND next_attempt_at <= now()
+ORDER BY id
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+# Rows written while QA_RELAY_SHARDS was larger than now would never be claimed: give
+# them the shard they hash to today (same md5 as outbox.uow.shard_of).
+REHOME_SQL = """
+UPDATE qa.outbox
+SET shard = (('x' || left(md5(aggregate_id), 8))::bit(32)::bigint %% %s)
+WHERE published_at IS NULL AND shard >= %s
+"""
 MARK_PUBLISHED_SQL = "UPDATE qa.outbox SET published_at = now() WHERE id = ANY(%s::bigint[])"
 # Backoff doubles per attempt from 1 s and is capped, so a poisoned row is retried
 # rarely and never blocks the rows behind it (they are claimed while it waits).
@@ -86,10 +102,16 @@ async def connect(
     )
 
 
-async def claim(conn: psycopg.AsyncConnection[Any], limit: int) -> list[PendingRow]:
-    """Lock up to ``limit`` due, unpublished rows in id order (inside the caller's tx)."""
+async def claim(
+    conn: psycopg.AsyncConnection[Any], limit: int, shard: int | None = None
+) -> list[PendingRow]:
+    """Lock up to ``limit`` due, unpublished rows in id order (inside the caller's tx);
+    only ``shard``'s rows when given (None: every row, the one-shard relay)."""
     async with conn.cursor() as cur:
-        await cur.execute(CLAIM_SQL, (limit,))
+        if shard is None:
+            await cur.execute(CLAIM_SQL, (limit,))
+        else:
+            await cur.execute(CLAIM_SHARD_SQL, (shard, limit))
         return [PendingRow(*(row)) for row in await cur.fetchall()]
 
 
@@ -128,6 +150,12 @@ async def purge_published(
         total += cur.rowcount
         if cur.rowcount < batch:
             return total
+
+
+async def rehome(conn: psycopg.AsyncConnection[Any], shards: int) -> int:
+    """Move pending rows of shards that no longer exist to their current shard."""
+    cur = await conn.execute(REHOME_SQL, (shards, shards))
+    return cur.rowcount
 
 
 async def backlog(conn: psycopg.AsyncConnection[Any]) -> tuple[int, float, int]:
