@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
+from api.docs import install_docs
 from api.errors import ErrorMiddleware, install_error_handlers
 from api.feed_cache import FeedCache
 from api.feed_query import FeedReader
@@ -87,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         description="Questions and answers with a transactional outbox, and the question feed.",
         lifespan=_lifespan,
+        docs_url=None,  # served by api/docs.py with assets from the package
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics = ApiMetrics()
@@ -96,6 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(feed.router)
     app.include_router(health.router)
     app.include_router(asyncapi.router)
+    install_docs(app)
     # add_middleware prepends: the last added is the outermost.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ErrorMiddleware)

@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import TrackedSend
@@ -98,7 +100,30 @@ async def _on_idempotency_conflict(request: Request, exc: Exception) -> JSONResp
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+# FastAPI answers a body it cannot parse other than by a JSONDecodeError (too deeply
+# nested, not UTF-8) with a bare 400; such a body is as invalid as any other.
+_PARSE_FAILURE = "There was an error parsing the body"
+
+
+def _parse_failure_reason(cause: BaseException | None) -> str:
+    if isinstance(cause, RecursionError):
+        return "JSON nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "body is not UTF-8"
+    return "JSON decode error"
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _PARSE_FAILURE:
+        reason = _parse_failure_reason(exc.__cause__)
+        detail = [{"loc": ["body"], "msg": reason, "type": "json_invalid"}]
+        return JSONResponse({"detail": detail}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(NotFound, _on_not_found)
     app.add_exception_handler(Unauthorized, _on_unauthorized)
