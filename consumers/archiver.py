@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from prometheus_client import Counter, start_http_server
 from sqlalchemy import text
@@ -31,6 +30,7 @@ from tenacity import (
 )
 
 from consumers.archive_store import letter_row, store
+from outbox.amqp import connect_cluster
 from outbox.db import make_async_engine
 from outbox.runtime import connect_with_retry
 from outbox.settings import Settings, redact
@@ -193,7 +193,9 @@ async def run_archiver(settings: Settings) -> None:
         await connect_with_retry(f"database {redact(settings.database_url)}", ping, budget)
 
         async def connect() -> AbstractRobustConnection:
-            return await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+            return await connect_cluster(
+                settings.amqp_url.get_secret_value(), name="qa-dead-letters"
+            )
 
         connection = await connect_with_retry(
             f"broker {redact(settings.amqp_url)}", connect, budget
@@ -201,7 +203,12 @@ async def run_archiver(settings: Settings) -> None:
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=BATCH_SIZE * 2)
-            topology = await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
+            topology = await declare_feed(
+                channel,
+                settings.retry_delays,
+                settings.delivery_limit,
+                settings.quorum_initial_group_size,
+            )
 
             def consuming() -> None:
                 # The metrics endpoint answering is the readiness signal: start it last.

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers import metrics
 from consumers.consumer import FeedConsumer, OnDelivery
+from outbox.amqp import connect_cluster
 from outbox.db import make_async_engine
 from outbox.runtime import connect_with_retry
 from outbox.settings import Settings, redact
@@ -61,8 +61,8 @@ async def run_feed(
             await _ping(engine)
 
         async def connect() -> AbstractRobustConnection:
-            return await aio_pika.connect_robust(
-                settings.amqp_url.get_secret_value(), timeout=5, reconnect_interval=1
+            return await connect_cluster(
+                settings.amqp_url.get_secret_value(), name="qa-consumer-feed"
             )
 
         await connect_with_retry(f"feed database at {redact(settings.feed_url)}", ping, budget)
@@ -73,7 +73,12 @@ async def run_feed(
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=settings.consumer_prefetch)
             publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            topology = await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
+            topology = await declare_feed(
+                channel,
+                settings.retry_delays,
+                settings.delivery_limit,
+                settings.quorum_initial_group_size,
+            )
             # Strong references: the consumer holds the queue, this frame holds the consumer.
             consumer = FeedConsumer(settings, engine, topology.queue, publisher, on_delivery)
             await consumer.start()

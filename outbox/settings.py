@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     unknown_error_retries: int = Field(default=3, ge=0)
     # Broker-side backstop for crash loops (quorum queue x-delivery-limit).
     delivery_limit: int = Field(default=20, ge=1)
+    # Quorum queue members at creation (x-quorum-initial-group-size); unset: one per
+    # cluster node. Fixed when a queue is created: changing it later makes the declare
+    # fail (PRECONDITION_FAILED); grow or shrink existing queues with rabbitmq-queues.
+    quorum_initial_group_size: int | None = Field(default=None, ge=1)
 
     # Email notifier: where mail goes (smtp://[user:password@]host[:port], smtps:// for
     # implicit TLS, ?starttls=1 to upgrade), its From, the SMTP timeout, and how long an
@@ -125,8 +129,7 @@ def redact(url: str | SecretStr) -> str:
     """A URL safe to log: the password is masked."""
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
     if raw.startswith("amqp"):
-        from yarl import URL
+        from outbox.amqp import redact_nodes
 
-        parsed = URL(raw)
-        return str(parsed.with_password("***")) if parsed.password else str(parsed)
+        return redact_nodes(raw)
     return make_url(raw).render_as_string(hide_password=True)

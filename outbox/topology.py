@@ -8,6 +8,7 @@ it, never the other subscribers of ``qa.events``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
@@ -54,19 +55,31 @@ async def declare_exchange(channel: AbstractChannel) -> AbstractExchange:
     )
 
 
+def quorum_arguments(initial_group_size: int | None = None) -> dict[str, Any]:
+    """Arguments of a quorum queue; ``initial_group_size`` sets how many cluster nodes
+    hold a replica when it is created (unset: every node of the cluster)."""
+    args: dict[str, Any] = {"x-queue-type": "quorum"}
+    if initial_group_size:
+        args["x-quorum-initial-group-size"] = initial_group_size
+    return args
+
+
 async def declare_feed(
-    channel: AbstractChannel, retry_delays: list[float], delivery_limit: int
+    channel: AbstractChannel,
+    retry_delays: list[float],
+    delivery_limit: int,
+    quorum_group_size: int | None = None,
 ) -> FeedTopology:
     """Declare everything the feed consumer and its dead-letter archiver rely on (idempotent)."""
     exchange = await declare_exchange(channel)
     dead_queue = await channel.declare_queue(
-        FEED_DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        FEED_DEAD_QUEUE, durable=True, arguments=quorum_arguments(quorum_group_size)
     )
     queue = await channel.declare_queue(
         FEED_QUEUE,
         durable=True,
         arguments={
-            "x-queue-type": "quorum",
+            **quorum_arguments(quorum_group_size),
             # Backstop for consumer crash loops: the broker dead-letters a message that
             # was delivered this many times without being settled.
             "x-delivery-limit": delivery_limit,

@@ -7,12 +7,12 @@ import os
 import sys
 from typing import Any
 
-import aio_pika
 import psycopg
 from aio_pika.abc import AbstractRobustConnection
 from prometheus_client import start_http_server
 
 from outbox import tracing
+from outbox.amqp import connect_cluster
 from outbox.runtime import connect_with_retry, run, setup_logging
 from outbox.settings import Settings, redact
 from relay.relay import Relay
@@ -27,7 +27,7 @@ async def serve(settings: Settings) -> None:
     # Real coroutine functions, not lambdas: tenacity only awaits what it recognises
     # as a coroutine function (a lambda returning a coroutine is not retried properly).
     async def connect_broker() -> AbstractRobustConnection:
-        return await aio_pika.connect_robust(settings.amqp_url.get_secret_value(), timeout=5)
+        return await connect_cluster(settings.amqp_url.get_secret_value(), name="qa-relay")
 
     amqp = await connect_with_retry(
         f"RabbitMQ at {redact(settings.amqp_url)}", connect_broker, budget
