@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -40,9 +42,15 @@ def make_async_engine(
 
 
 def libpq_dsn(url: str | SecretStr) -> str:
-    """The SQLAlchemy URL as a plain libpq DSN, for raw psycopg connections (LISTEN)."""
-    sa_url = make_url(_url(url)).set(drivername="postgresql")
-    return sa_url.render_as_string(hide_password=False)
+    """The SQLAlchemy URL as a libpq conninfo string, for raw psycopg connections (LISTEN).
+
+    Built by SQLAlchemy's own psycopg dialect, so the multi-host form
+    (``postgresql+psycopg://u@/db?host=a:5432&host=b:5432&target_session_attrs=read-write``)
+    becomes ``host=a,b port=5432,5432 ...`` exactly as the engines see it.
+    """
+    dialect = psycopg_dialect()  # type: ignore[no-untyped-call]
+    _, params = dialect.create_connect_args(make_url(_url(url)))  # type: ignore[no-untyped-call]
+    return make_conninfo("", **{k: v for k, v in params.items() if isinstance(v, str | int)})
 
 
 def database_name(url: str | SecretStr) -> str:

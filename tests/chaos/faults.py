@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from tests.chaos.cluster import AMQP_LINKS, PG_LINKS, Deployment
 
 BROKER_FAULTS = {"rabbit_stop", "rabbit_kill"}
+# Cluster node faults (tests/chaos/rabbit_cluster.py) are broker faults too.
+BROKER_FAULTS |= {f"node_{kind}" for kind in ("kill_feed_leader", "kill_relay", "kill_consumer")}
+BROKER_FAULTS |= {"node_kill_random", "node_stop_random"}
 CRASH_POINTS = ("after_claim", "after_publish", "after_confirm")
 CRASH_KINDS = tuple(f"relay_crash_{point}" for point in CRASH_POINTS)
 # How long a crash-point relay may take to reach its point under load before the

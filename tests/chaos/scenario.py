@@ -46,18 +46,26 @@ class ScenarioConfig:
     notes: list[str] = field(default_factory=list)
 
 
-async def run_scenario(servers: ChaosServers, log_dir: Path, config: ScenarioConfig) -> Report:
+async def run_scenario(
+    servers: ChaosServers,
+    log_dir: Path,
+    config: ScenarioConfig,
+    deployment: type[Deployment] = Deployment,
+    injector: type[Injector] = Injector,
+) -> Report:
     rng = random.Random(config.seed)
-    dep = Deployment(servers, log_dir, relay=config.relay)
+    dep = deployment(servers, log_dir, relay=config.relay)
     await asyncio.to_thread(dep.start)
     try:
-        return await _drive(dep, config, rng)
+        return await _drive(dep, config, rng, injector)
     finally:
         servers.heal()
         await asyncio.to_thread(dep.stop)
 
 
-async def _drive(dep: Deployment, config: ScenarioConfig, rng: random.Random) -> Report:
+async def _drive(
+    dep: Deployment, config: ScenarioConfig, rng: random.Random, injector_cls: type[Injector]
+) -> Report:
     assert dep.engine is not None
     ledger = ClientLedger()
     load = LoadGenerator(dep.api, dep.token, ledger, rng, workers=config.workers)
@@ -69,7 +77,7 @@ async def _drive(dep: Deployment, config: ScenarioConfig, rng: random.Random) ->
         for _ in range(config.slow_writers)
     ]
     poison_ids = await _inject_poison(dep, config.poison)
-    injector = Injector(dep, rng)
+    injector = injector_cls(dep, rng)
     records: list[FaultRecord] = []
     try:
         await asyncio.sleep(config.warmup)

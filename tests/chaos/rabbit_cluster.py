@@ -1,0 +1,159 @@
+"""The chaos system on a real three-node RabbitMQ cluster, and the node faults it suffers.
+
+:class:`ClusterChaosServers` is :class:`ChaosServers` with a
+:class:`PrivateRabbitCluster` instead of one node: PostgreSQL links still go through
+proxies, while every process gets ``QA_AMQP_URL`` naming all three nodes and picks its
+own. Test code that talks to the broker directly (observer queue, poison messages)
+uses whichever node is running.
+
+Node faults (SIGKILL or graceful stop, then start again on the same data directory):
+
+* ``node_kill_feed_leader`` - the node leading the ``feed.events`` quorum queue;
+* ``node_kill_relay`` - the node the relay is connected to (publishes in flight);
+* ``node_kill_consumer`` - the node the feed consumer is connected to;
+* ``node_kill_random`` / ``node_stop_random`` - any node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import subprocess
+import time
+from collections.abc import Callable
+
+from tests.chaos.cluster import PG_LINKS, ChaosServers, Deployment
+from tests.chaos.faults import Injector
+from tests.support.private_pg import PrivatePostgres
+from tests.support.private_rabbit import PrivateRabbit
+from tests.support.private_rabbit_cluster import PrivateRabbitCluster
+from tests.support.tcpproxy import TcpProxy
+
+NODE_FAULTS = (
+    "node_kill_feed_leader",
+    "node_kill_relay",
+    "node_kill_consumer",
+    "node_kill_random",
+    "node_stop_random",
+)
+GROUP_SIZE = 3
+
+
+class _AnyNode:
+    """What the shared chaos code calls ``servers.rabbit``: commands go to a running node."""
+
+    def __init__(self, cluster: PrivateRabbitCluster) -> None:
+        self.cluster = cluster
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.cluster.any_running().ctl(*args, check=check)
+
+    def list_queues(self, vhost: str = "/") -> dict[str, dict[str, int]]:
+        return self.cluster.any_running().list_queues(vhost)
+
+
+class ClusterChaosServers(ChaosServers):
+    def __init__(self) -> None:  # no single private node: a cluster instead
+        self.pg = PrivatePostgres()
+        self.cluster = PrivateRabbitCluster(3)
+        self.rabbit = _AnyNode(self.cluster)  # type: ignore[assignment]
+        self.proxies: dict[str, TcpProxy] = {}
+
+    def start(self) -> ClusterChaosServers:
+        self.pg.start()
+        self.cluster.start()
+        for link in PG_LINKS:
+            self.proxies[link] = TcpProxy(self.pg.port)
+            self.proxies[link].start()
+        return self
+
+    def heal(self) -> None:
+        super().heal()
+        for node in self.cluster.nodes:
+            if not node.running:
+                node.start()
+
+    def close(self) -> None:
+        for proxy in self.proxies.values():
+            with contextlib.suppress(Exception):
+                proxy.stop()
+        self.cluster.destroy()
+        self.pg.destroy()
+
+
+class ClusterDeployment(Deployment):
+    servers: ClusterChaosServers
+
+    def amqp_url(self, link: str | None = None) -> str:
+        if link is None:  # the test's own plain connections: one running node
+            return self.servers.cluster.any_running().amqp_url(vhost=self.vhost)
+        return self.servers.cluster.amqp_url(self.vhost)  # processes: every node
+
+    def build_processes(self) -> None:
+        super().build_processes()
+        for proc in self.procs.values():
+            proc.env["QA_QUORUM_INITIAL_GROUP_SIZE"] = str(GROUP_SIZE)
+
+
+class ClusterInjector(Injector):
+    def __init__(self, dep: Deployment, rng: random.Random) -> None:
+        super().__init__(dep, rng)
+        assert isinstance(dep, ClusterDeployment)
+        self.cdep = dep
+        self.cluster = dep.servers.cluster
+        self.kinds.update(
+            {
+                "node_kill_feed_leader": self._node_fault(self._feed_leader, kill=True),
+                "node_kill_relay": self._node_fault(self._connected("qa-relay"), kill=True),
+                "node_kill_consumer": self._node_fault(
+                    self._connected("qa-consumer-feed"), kill=True
+                ),
+                "node_kill_random": self._node_fault(self._random, kill=True),
+                "node_stop_random": self._node_fault(self._random, kill=False),
+            }
+        )
+
+    def _feed_leader(self) -> tuple[PrivateRabbit, str]:
+        leader = self.cluster.queue_leader("feed.events", self.cdep.vhost)
+        if leader is None:
+            raise AssertionError("feed.events has no leader before the fault")
+        return leader, "leader of feed.events"
+
+    def _connected(self, name: str) -> Callable[[], tuple[PrivateRabbit, str]]:
+        def find() -> tuple[PrivateRabbit, str]:
+            deadline = time.monotonic() + 30
+            while (node := self.cluster.connection_node(self.cdep.vhost, name)) is None:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no connection named {name} on any node")
+                time.sleep(0.5)
+            return node, f"{name}'s node"
+
+        return find
+
+    def _random(self) -> tuple[PrivateRabbit, str]:
+        return self.rng.choice(self.cluster.nodes), "random node"
+
+    def _node_fault(
+        self, pick: Callable[[], tuple[PrivateRabbit, str]], kill: bool
+    ) -> Callable[[], str]:
+        def inject() -> str:
+            node, why = pick()
+            if kill:
+                node.kill()
+            else:
+                node.stop()
+            time.sleep(self.rng.uniform(0.0, 2.0))
+            node.start()
+            return f"{'SIGKILL' if kill else 'stop'} {node.node.split('@')[0]} ({why})"
+
+        return inject
+
+
+def fast_node_faults() -> list[str]:
+    return ["node_kill_feed_leader", "node_kill_relay"]
+
+
+def full_node_faults(rng: random.Random, rounds: int = 3) -> list[str]:
+    plan = [*NODE_FAULTS, "relay_kill", "feed_kill"] * rounds
+    rng.shuffle(plan)
+    return plan
