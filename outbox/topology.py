@@ -2,7 +2,9 @@
 
 Retry tiers are queues with a per-queue TTL that dead-letter back to ``feed.events``
 through the default exchange, so a retried message reaches only the queue that failed
-it, never the other subscribers of ``qa.events``.
+it, never the other subscribers of ``qa.events``. Every queue is a quorum queue, so each
+survives the loss of a cluster node (a classic queue is unavailable while its one node
+is down, and re-declaring it from another node fails with NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -64,6 +66,23 @@ def quorum_arguments(initial_group_size: int | None = None) -> dict[str, Any]:
     return args
 
 
+def retry_queue_arguments(
+    delay_seconds: float, back_to: str, initial_group_size: int | None = None
+) -> dict[str, Any]:
+    """A retry tier: a quorum queue (so a tier survives the loss of a cluster node and
+    its consumers can re-declare it on another node) whose messages expire after the
+    delay and are dead-lettered back to ``back_to``, at least once: the broker keeps a
+    message until ``back_to`` has confirmed it (this needs ``x-overflow: reject-publish``)."""
+    return {
+        **quorum_arguments(initial_group_size),
+        "x-message-ttl": round(delay_seconds * 1000),
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": back_to,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
 async def declare_feed(
     channel: AbstractChannel,
     retry_delays: list[float],
@@ -95,11 +114,7 @@ async def declare_feed(
         await channel.declare_queue(
             name,
             durable=True,
-            arguments={
-                "x-message-ttl": round(delay * 1000),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": FEED_QUEUE,
-            },
+            arguments=retry_queue_arguments(delay, FEED_QUEUE, quorum_group_size),
         )
         names.append(name)
     return FeedTopology(exchange, queue, dead_queue, tuple(names))

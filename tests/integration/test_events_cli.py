@@ -24,7 +24,7 @@ from outbox.events import QuestionCreatedV1, new_envelope
 from outbox.headers import to_jsonable
 from outbox.models import DeadLetter, InboxEntry
 from outbox.settings import Settings
-from outbox.topology import FEED_QUEUE, retry_queue_name
+from outbox.topology import FEED_QUEUE, retry_queue_arguments, retry_queue_name
 from outbox.uow import UnitOfWork
 
 QA_OPS = str(Path(sys.executable).parent / "qa-ops")
@@ -85,13 +85,7 @@ async def _to_retry_tier(settings: Settings, event_id: uuid.UUID, attempts: int)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(
-            tier,
-            durable=True,
-            arguments={
-                "x-message-ttl": round(TIER_SECONDS * 1000),
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": FEED_QUEUE,
-            },
+            tier, durable=True, arguments=retry_queue_arguments(TIER_SECONDS, FEED_QUEUE)
         )
         await channel.default_exchange.publish(
             aio_pika.Message(
