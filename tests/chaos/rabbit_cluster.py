@@ -6,7 +6,11 @@ proxies, while every process gets ``QA_AMQP_URL`` naming all three nodes and pic
 own. Test code that talks to the broker directly (observer queue, poison messages)
 uses whichever node is running.
 
-Node faults (SIGKILL or graceful stop, then start again on the same data directory):
+Node faults: SIGKILL (or a graceful stop) of one node, which stays down for a few
+seconds while the system must carry on with the other two, and is then started again on
+its data directory (in the background: the recovery time of the fault is the time until
+a new question reaches the feed, which should not wait for the node to come back). The
+next node fault first waits until the previous node is back, so a majority is always up.
 
 * ``node_kill_feed_leader`` - the node leading the ``feed.events`` quorum queue;
 * ``node_kill_relay`` - the node the relay is connected to (publishes in flight);
@@ -19,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import random
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -58,6 +63,20 @@ class ClusterChaosServers(ChaosServers):
         self.cluster = PrivateRabbitCluster(3)
         self.rabbit = _AnyNode(self.cluster)  # type: ignore[assignment]
         self.proxies: dict[str, TcpProxy] = {}
+        self.restarts: list[threading.Thread] = []
+
+    def restart_later(self, node: PrivateRabbit, after: float) -> None:
+        def restart() -> None:
+            time.sleep(after)
+            node.start()
+
+        thread = threading.Thread(target=restart, name=f"restart {node.node}", daemon=True)
+        thread.start()
+        self.restarts.append(thread)
+
+    def await_restarts(self) -> None:
+        while self.restarts:
+            self.restarts.pop().join()
 
     def start(self) -> ClusterChaosServers:
         self.pg.start()
@@ -69,6 +88,7 @@ class ClusterChaosServers(ChaosServers):
 
     def heal(self) -> None:
         super().heal()
+        self.await_restarts()
         for node in self.cluster.nodes:
             if not node.running:
                 node.start()
@@ -137,20 +157,22 @@ class ClusterInjector(Injector):
         self, pick: Callable[[], tuple[PrivateRabbit, str]], kill: bool
     ) -> Callable[[], str]:
         def inject() -> str:
+            self.cdep.servers.await_restarts()
             node, why = pick()
             if kill:
                 node.kill()
             else:
                 node.stop()
-            time.sleep(self.rng.uniform(0.0, 2.0))
-            node.start()
-            return f"{'SIGKILL' if kill else 'stop'} {node.node.split('@')[0]} ({why})"
+            down = self.rng.uniform(3.0, 8.0)
+            self.cdep.servers.restart_later(node, down)
+            verb = "SIGKILL" if kill else "stop"
+            return f"{verb} {node.node.split('@')[0]} ({why}), down {down:.1f}s"
 
         return inject
 
 
 def fast_node_faults() -> list[str]:
-    return ["node_kill_feed_leader", "node_kill_relay"]
+    return ["node_kill_relay", "node_kill_feed_leader"]
 
 
 def full_node_faults(rng: random.Random, rounds: int = 3) -> list[str]:
