@@ -2,15 +2,18 @@
 
 Every process gets a multi-host database URL::
 
-    postgresql+psycopg://postgres@/DB?host=127.0.0.1:P1&host=127.0.0.1:P2&target_session_attrs=read-write
+    postgresql+psycopg://postgres@/DB?host=127.0.0.1:P1&host=127.0.0.1:P2
+                                     &target_session_attrs=read-write   (one line)
 
 libpq tries the hosts in order and keeps only a server that accepts writes, so after the
 primary dies and the standby is promoted, every new connection lands on the new primary.
 The broker is the machine's shared RabbitMQ (a private vhost; it is never restarted here).
 
 Fault ``pg_failover``: SIGKILL the primary (postmaster and backends), then promote the
-standby. The old primary is never started again (it would be a second writable server,
-and the first host of every URL).
+standby. ``pg_failover_lagging`` first cuts the replication link for a second or two
+(the standby streams through a proxy), as a slow or broken link would. The old primary
+is never started again (it would be a second writable server, and the first host of
+every URL).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import random
 import subprocess
+import time
 
 from tests.chaos.cluster import ChaosServers, Deployment
 from tests.chaos.faults import Injector
@@ -48,16 +52,25 @@ class _SharedBroker:
 
 
 class FailoverServers(ChaosServers):
-    def __init__(self) -> None:  # no private broker and no proxies: a primary and a standby
+    """A primary and a standby streaming from it through a proxy (``replication``).
+
+    ``synchronous=False`` leaves replication asynchronous: the negative control.
+    """
+
+    def __init__(self, synchronous: bool = True) -> None:
+        self.synchronous = synchronous
         self.pg = PrivatePostgres()
-        self.standby = PrivateStandby(self.pg)
+        self.replication = TcpProxy(self.pg.port)
+        self.standby = PrivateStandby(self.pg, via_port=self.replication.port)
         self.rabbit = _SharedBroker()  # type: ignore[assignment]
         self.proxies: dict[str, TcpProxy] = {}
 
     def start(self) -> FailoverServers:
         self.pg.start()
+        self.replication.start()
         self.standby.start()
-        make_synchronous(self.pg)
+        if self.synchronous:
+            make_synchronous(self.pg)
         return self
 
     def url(self, dbname: str) -> str:
@@ -67,6 +80,7 @@ class FailoverServers(ChaosServers):
     def close(self) -> None:
         self.standby.destroy()
         self.pg.destroy()
+        self.replication.stop()
 
 
 class FailoverDeployment(Deployment):
@@ -90,8 +104,18 @@ class FailoverInjector(Injector):
         assert isinstance(dep.servers, FailoverServers)
         servers = dep.servers
         self.kinds["pg_failover"] = lambda: self.failover(servers)
+        self.kinds["pg_failover_lagging"] = lambda: self.failover(servers, lag=True)
 
-    def failover(self, servers: FailoverServers) -> str:
+    def failover(self, servers: FailoverServers, lag: bool = False) -> str:
+        note = ""
+        if lag:
+            # The standby falls behind (a slow or cut replication link) while the primary
+            # keeps committing; with asynchronous replication those commits are acked.
+            servers.replication.block()
+            window = self.rng.uniform(1.0, 2.0)
+            time.sleep(window)
+            note = f"replication cut {window:.1f}s before the kill, "
         servers.pg.kill()
+        servers.replication.unblock()
         servers.standby.promote()
-        return "SIGKILL primary, standby promoted"
+        return note + "SIGKILL primary, standby promoted"

@@ -8,6 +8,7 @@ through its multi-host URL with ``target_session_attrs=read-write``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +32,10 @@ def failover_servers() -> Iterator[FailoverServers]:
 async def test_failover_to_a_synchronous_standby_loses_no_acknowledged_write(
     failover_servers: FailoverServers, chaos_log_dir: Path
 ) -> None:
+    # The replication link is cut before the kill: with synchronous replication, commits
+    # simply wait (the API answers 503 or later), so nothing acknowledged can be lost.
     config = ScenarioConfig(
-        faults=["pg_failover"], seed=SEED, poison=1, warmup=3.0, quiet_seconds=10.0
+        faults=["pg_failover_lagging"], seed=SEED, poison=1, warmup=3.0, quiet_seconds=10.0
     )
     report = await run_scenario(
         failover_servers,
@@ -44,3 +47,26 @@ async def test_failover_to_a_synchronous_standby_loses_no_acknowledged_write(
     _publish(report, "PostgreSQL failover run", config)
     _assert_clean(report, config)
     assert report.client is not None and report.client.acked_answers, "no answer got a 201"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("QA_CHAOS_FAILOVER_ASYNC"), reason="set QA_CHAOS_FAILOVER_ASYNC=1"
+)
+async def test_negative_control_asynchronous_replication_loses_acknowledged_writes(
+    chaos_log_dir: Path,
+) -> None:
+    """The same run with asynchronous replication: the checker must see acknowledged
+    writes vanish (answer and event together), or the synchronous run proves nothing."""
+    servers = FailoverServers(synchronous=False)
+    try:
+        servers.start()
+        config = ScenarioConfig(
+            faults=["pg_failover_lagging"], seed=SEED, poison=0, warmup=3.0, quiet_seconds=10.0
+        )
+        report = await run_scenario(
+            servers, chaos_log_dir, config, deployment=FailoverDeployment, injector=FailoverInjector
+        )
+    finally:
+        servers.close()
+    _publish(report, "PostgreSQL failover run, ASYNCHRONOUS replication (negative control)", config)
+    assert report.acked_missing, report.render()

@@ -19,9 +19,12 @@ from tests.support.private_pg import PrivatePostgres
 
 
 class PrivateStandby(PrivatePostgres):
-    def __init__(self, primary: PrivatePostgres) -> None:
+    def __init__(self, primary: PrivatePostgres, via_port: int | None = None) -> None:
+        """``via_port``: reach the primary through this port (a proxy) for the base backup
+        and for streaming, so a test can cut replication."""
         super().__init__()
         self.primary = primary
+        self.upstream_port = via_port or primary.port
 
     def init(self) -> None:
         """Copy the primary with ``pg_basebackup -R`` (standby.signal + primary_conninfo)."""
@@ -30,7 +33,7 @@ class PrivateStandby(PrivatePostgres):
             "-h",
             "127.0.0.1",
             "-p",
-            str(self.primary.port),
+            str(self.upstream_port),
             "-U",
             "postgres",
             "-D",
