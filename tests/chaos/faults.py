@@ -82,6 +82,10 @@ class Injector:
             self.kinds[f"cut_{link}"] = self._cutter(link)
             self.kinds[f"block_{link}"] = self._blocker(link)
 
+    def prepare(self, kind: str) -> None:
+        """Work before ``kind`` that must not count into its recovery time (e.g. finding
+        which node to kill). Nothing by default."""
+
     def inject(self, kind: str) -> str:
         """Inject ``kind``; returns a short note on what exactly happened."""
         return self.kinds[kind]()

@@ -83,6 +83,7 @@ async def _drive(
         await asyncio.sleep(config.warmup)
         for kind in config.faults:
             await asyncio.sleep(rng.uniform(*config.gap))
+            await asyncio.to_thread(injector.prepare, kind)
             record = FaultRecord(kind, at=time.monotonic() - started)
             t0 = time.monotonic()
             record.note = await asyncio.to_thread(injector.inject, kind)

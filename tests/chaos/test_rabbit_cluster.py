@@ -1,11 +1,11 @@
 """Guarantee 8 on a real three-node RabbitMQ cluster: nodes SIGKILLed and restarted under load.
 
-The fast run (every CI run) kills the node leading ``feed.events`` and the node the
-relay is connected to. The full run::
+The fast run (every CI run) kills the node the relay is connected to. The full run::
 
     QA_CHAOS_CLUSTER_FULL=1 .venv/bin/pytest tests/chaos/test_rabbit_cluster.py -k full -s
 
-kills and stops every kind of node several times in a shuffled order, with process
+kills the node leading ``feed.events``, the relay's node, the feed consumer's node and
+random nodes (SIGKILL and graceful stop) several times in a shuffled order, with process
 kills in between (see docs/RELIABILITY.md). QA_CHAOS_SEED replays a schedule and
 QA_CHAOS_REPORT=path appends the report to a file.
 """
