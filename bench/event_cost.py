@@ -13,6 +13,10 @@ feed, and divides by the number of answers written in that window:
   range, records whose block references name this database's oid; commit records carry
   no block reference and are counted apart), full-page images shown separately.
 
+Then ``GET /feed`` under ``wrk`` (first pages of every filter and a few deeper pages with
+real cursors), once through the API as configured (1 s page cache) and once with the
+cache off (``QA_API_FEED_CACHE_SECONDS=0``): CPU per read of the API and of PostgreSQL.
+
 Inverting CPU per event gives events per second per core for each component: the
 figures ``docs/SCALING.md`` builds on. Needs superuser on the local PostgreSQL (it
 creates the ``pg_walinspect`` extension in the private database) and ``wrk``.
@@ -30,7 +34,7 @@ from typing import Any
 import psycopg
 
 from bench.api_write import LUA, wrk
-from bench.apiproc import ApiProc, create_token
+from bench.apiproc import ApiProc, create_token, http_json
 from bench.env import BenchEnv
 from bench.procs import Proc
 
@@ -69,6 +73,56 @@ def wal_for_db(conn: psycopg.Connection[Any], start: str, end: str, oid: int) ->
     ).fetchone()
     assert row is not None
     return {"db_bytes": row[0], "db_fpi_bytes": row[1], "xact_records": row[2], "all_bytes": row[3]}
+
+
+READ_LUA = """
+local paths = {%(paths)s}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", paths[(n %% #paths) + 1])
+end
+"""
+
+
+def feed_paths(base: str) -> list[str]:
+    """A mix of first pages (every filter) and deeper pages (real cursors)."""
+    paths = ["/feed?limit=20"]
+    paths += [f"/feed?grade={g}&limit=20" for g in range(1, 13)]
+    paths += ["/feed?subject=math&limit=20", "/feed?answered=false&limit=20"]
+    cursor_paths = []
+    for path in paths[:4]:
+        _, body = http_json("GET", base + path)
+        if body and body.get("next_cursor"):
+            cursor_paths.append(f"{path}&cursor={body['next_cursor']}")
+    return paths + cursor_paths
+
+
+def read_cost(
+    api: ApiProc, seconds: int, admin: psycopg.Connection[Any], db: str
+) -> dict[str, Any]:
+    """CPU per ``GET /feed`` of the API process and of PostgreSQL, under wrk."""
+    script = RESULTS / f"cost-reads-{api.port}.lua"
+    paths = ", ".join(f'"{p}"' for p in feed_paths(api.base))
+    script.write_text(READ_LUA % {"paths": paths})
+    wrk(api.base, script, 2, 16)
+    api0, pg0 = cpu_seconds(api.pid), backend_cpu(admin, db)
+    result = wrk(api.base, script, seconds, 16)
+    api1, pg1 = cpu_seconds(api.pid), backend_cpu(admin, db)
+    reads = result["rps"] * seconds
+    pg = sum(pg1[p] - pg0[p] for p in pg1 if p in pg0)
+    return {
+        "rps": result["rps"],
+        "non_2xx": result.get("non_2xx", 0),
+        "cpu_ms_per_read": {
+            "api": round((api1 - api0) * 1000 / reads, 3),
+            "postgres": round(pg * 1000 / reads, 3),
+        },
+        "reads_per_core_second": {
+            "api": round(reads / (api1 - api0)) if api1 > api0 else None,
+            "postgres": round(reads / pg) if pg > 0 else None,
+        },
+    }
 
 
 def drained(conn: psycopg.Connection[Any]) -> bool:
@@ -112,6 +166,12 @@ def main(seconds: int = 10) -> dict[str, Any]:
             pg1 = backend_cpu(admin, env.database)
             lsn1 = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
             events1 = admin.execute("SELECT count(*) FROM qa.outbox").fetchone()[0]  # type: ignore[index]
+            reads = {"cached": read_cost(api, seconds, admin, env.database)}
+            with ApiProc(
+                env, RESULTS / "cost-api-nocache.log", QA_API_FEED_CACHE_SECONDS="0"
+            ) as raw:
+                raw.wait_ready(120)
+                reads["uncached"] = read_cost(raw, seconds, admin, env.database)
         events = int(events1) - int(events0)
         cpu = {name: cpu1[name] - cpu0[name] for name in procs}
         cpu["postgres"] = sum(pg1[p] - pg0[p] for p in pg1 if p in pg0)
@@ -127,6 +187,7 @@ def main(seconds: int = 10) -> dict[str, Any]:
         "wal_bytes_per_event": round(wal["db_bytes"] / events),
         "wal_fpi_bytes_per_event": round(wal["db_fpi_bytes"] / events),
         "wal_all_databases_bytes": wal["all_bytes"],
+        "feed_reads": reads,
         "load_average": os.getloadavg(),
     }
     (RESULTS / "event-cost.json").write_text(json.dumps(report, indent=2) + "\n")
