@@ -84,7 +84,9 @@ def _emit(conn: Connection, event_type: str, state: UserState) -> None:
         revision=state.revision,
         changed_at=state.updated_at,
     )
-    conn.execute(outbox_insert(new_envelope(event_type, "user", state.name, data)))
+    # The revision is the user aggregate's sequence: the envelope carries it like every event.
+    envelope = new_envelope(event_type, "user", state.name, data, sequence=state.revision)
+    conn.execute(outbox_insert(envelope))
 
 
 def create(conn: Connection, name: str, email: str | None) -> UserState:

@@ -126,6 +126,14 @@ async def test_foreign_pika_subscriber_receives_and_decodes_every_event_type(
         assert {uuid.UUID(e["id"]) for e in received} == ours
         newest = {t: max(v for tt, v in EVENT_SCHEMAS if tt == t) for t, _ in EVENT_SCHEMAS}
         assert {(e["type"], e["version"]) for e in received} == set(newest.items())
+        by_type = {e["type"]: e["sequence"] for e in received}
+        assert by_type == {
+            "question.created": 1,
+            "question.edited": 2,
+            "answer.created": 3,
+            "user.registered": 1,
+            "user.updated": 2,
+        }
         for event in received:
             errors = list(_validator(event).iter_errors(event))
             assert not errors, (event["type"], [e.message for e in errors])
