@@ -26,17 +26,18 @@ REFRESH_SECONDS = 2
 @dataclass
 class Overview:
     outbox: dict[str, Any]
-    leader: dict[str, Any] | None
+    leaders: list[dict[str, Any]]
+    shards: int
     subscribers: list[dict[str, Any]] = field(default_factory=list)
     broker_error: str | None = None
 
 
 def _database_figures(
-    engine: Engine, feed_engine: Engine, lock_key: int
-) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, int], dict[str, int]]:
+    engine: Engine, feed_engine: Engine, lock_key: int, shards: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int], dict[str, int]]:
     with engine.connect() as conn:
         outbox = stats.outbox_status(conn, failing_limit=5)
-        leader = stats.relay_leader(conn, lock_key)
+        leader = stats.relay_leaders(conn, lock_key, shards)
         dead = stats.dead_by_queue(conn)
     with feed_engine.connect() as conn:
         applied = stats.applied_last_minute(conn)
@@ -46,11 +47,12 @@ def _database_figures(
 async def gather(request: Request) -> Overview:
     state = request.app.state
     settings = state.settings
-    outbox, leader, dead, applied = await run_in_threadpool(
-        _database_figures, state.engine, state.feed_engine, settings.relay_lock_key
+    shards = settings.relay_shards
+    outbox, leaders, dead, applied = await run_in_threadpool(
+        _database_figures, state.engine, state.feed_engine, settings.relay_lock_key, shards
     )
     outbox["publish_rate"] = round(outbox["published_last_minute"] / 60, 1)
-    view = Overview(outbox, leader)
+    view = Overview(outbox, leaders, shards)
     queues: dict[str, broker.SubscriberQueues] = {}
     try:
         queues = await broker.subscriber_queues(

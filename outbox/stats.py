@@ -6,9 +6,12 @@ connection, nothing cached.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, func, select, text
+
+from outbox.models import InboxEntry
 
 OUTBOX_SQL = text(
     """
@@ -29,24 +32,22 @@ FAILING_SQL = text(
     """
 )
 # Session-level advisory locks on a bigint key show up split in pg_locks (high and low
-# 32 bits in classid and objid, objsubid 1).
-LEADER_SQL = text(
+# 32 bits in classid and objid, objsubid 1). Shard k's leadership lock is base + 2k
+# (relay/shards.py; shard 0 is the one-relay key).
+LEADERS_SQL = text(
     """
-    SELECT a.pid, a.application_name, a.client_addr::text AS client_addr,
-           a.backend_start
-    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+    SELECT k.n - 1 AS shard, a.pid, a.application_name, a.backend_start
+    FROM unnest(CAST(:keys AS bigint[])) WITH ORDINALITY AS k(key, n)
+    JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND ((l.classid::bigint << 32) | l.objid::bigint) = :key
+      AND ((l.classid::bigint << 32) | l.objid::bigint) = k.key
+    JOIN pg_stat_activity a ON a.pid = l.pid
+    ORDER BY k.n
     """
 )
 DEAD_BY_QUEUE_SQL = text(
     "SELECT failed_queue, count(*) AS dead FROM feed.dead_letters"
     " WHERE status = 'dead' GROUP BY failed_queue"
-)
-APPLIED_SQL = text(
-    "SELECT consumer, count(*) AS applied_last_minute FROM feed.inbox"
-    " WHERE processed_at >= now() - interval '1 minute' GROUP BY consumer"
 )
 
 
@@ -61,10 +62,11 @@ def outbox_status(conn: Connection, failing_limit: int = 10) -> dict[str, Any]:
     return summary
 
 
-def relay_leader(conn: Connection, lock_key: int) -> dict[str, Any] | None:
-    """The database session holding the relay's leader lock, or None (no active relay)."""
-    row = conn.execute(LEADER_SQL, {"key": lock_key}).mappings().first()
-    return dict(row) if row is not None else None
+def relay_leaders(conn: Connection, lock_key: int, shards: int = 1) -> list[dict[str, Any]]:
+    """The sessions holding the relays' leadership locks, one per led shard (shard 0 is
+    the only one without sharding). A shard missing from the list has no active relay."""
+    keys = [lock_key + 2 * shard for shard in range(shards)]
+    return [dict(r) for r in conn.execute(LEADERS_SQL, {"keys": keys}).mappings()]
 
 
 def dead_by_queue(conn: Connection) -> dict[str, int]:
@@ -73,4 +75,9 @@ def dead_by_queue(conn: Connection) -> dict[str, int]:
 
 def applied_last_minute(feed_conn: Connection) -> dict[str, int]:
     """Events each consumer applied in the last minute (its inbox rows)."""
-    return {r.consumer: int(r.applied_last_minute) for r in feed_conn.execute(APPLIED_SQL)}
+    query = (
+        select(InboxEntry.consumer, func.count())
+        .where(InboxEntry.processed_at >= func.now() - timedelta(minutes=1))
+        .group_by(InboxEntry.consumer)
+    )
+    return {consumer: int(n) for consumer, n in feed_conn.execute(query)}

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import re
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, text, update
 
 from console.app import create_app
+from outbox.db import make_engine
 from outbox.models import ApiToken, DeadLetter, DeadLetterAudit, OutboxRow
 from outbox.settings import Settings
 from tests.support.console_data import make_token, question_letter
@@ -181,10 +183,7 @@ def test_revoking_the_token_ends_the_session(client: TestClient, db: Engine) -> 
     sign_in(client, token)
     assert client.get("/dead-letters").status_code == 200
     with db.begin() as conn:
-        conn.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=None))
-        conn.execute(
-            update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=ApiToken.created_at)
-        )
+        conn.execute(update(ApiToken).where(ApiToken.id == token_id).values(revoked_at=func.now()))
     assert client.get("/dead-letters").status_code == 401
 
 
@@ -212,7 +211,9 @@ def test_event_lookup_shows_outbox_and_dead_letter_facts(client: TestClient, db:
     page = client.get(f"/events/{event_id}", headers=auth)
     assert page.status_code == 200
     assert f'href="/dead-letters/{letter}"' in page.text
-    assert "not applied by any consumer" in page.text
+    assert "dead-lettered" in page.text
+    unknown = client.get(f"/events/{uuid.uuid4()}", headers=auth)
+    assert unknown.status_code == 200 and 'id="not-found"' in unknown.text
     assert client.get("/events/not-a-uuid", headers=auth).status_code == 404
 
 
@@ -223,3 +224,23 @@ def test_hostile_letter_content_is_escaped(client: TestClient, db: Engine) -> No
     for path in ("/dead-letters", f"/dead-letters/{letter}"):
         text = client.get(path, headers=auth).text
         assert "<script>x</script>" not in text and "&lt;script&gt;" in text
+
+
+def test_overview_names_the_relay_leader_per_shard(settings: Settings, db: Engine) -> None:
+    key = random.randrange(2**40, 2**50) * 2
+    sharded = settings.model_copy(update={"relay_lock_key": key, "relay_shards": 2})
+    _, _, token = operator(db)
+    auth = {"Authorization": f"Bearer {token}"}
+    name = f"test-relay-{uuid.uuid4().hex[:6]}"
+    with TestClient(create_app(sharded)) as client:
+        assert "none: no relay holds the leader lock" in client.get("/", headers=auth).text
+        holder = make_engine(settings.database_url, connect_args={"application_name": name})
+        try:
+            with holder.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key + 2})  # shard 1
+                page = client.get("/overview/live", headers=auth).text
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key + 2})
+        finally:
+            holder.dispose()
+    assert f"shard 1: {name}" in page
+    assert "1 of 2 shards led" in page and "1 shard(s) without a relay" in page
