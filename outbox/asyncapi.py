@@ -30,6 +30,7 @@ from outbox.topology import (
     H_REPLAYED_FROM,
     H_TRACEBACK,
 )
+from outbox.tracing import TRACEPARENT, TRACESTATE
 from outbox.versions import DOWNCASTERS
 
 DOCUMENT_VERSION = "1.1.0"  # of this contract; bump with any change to the events
@@ -48,8 +49,9 @@ ignore fields they do not know: additive changes keep the version; a breaking ch
 a new version (see the README, "Event versioning").
 """
 
-# Headers the service's own subscribers add when they retry or dead-letter a message;
-# a message on qa.events itself carries none of them (except after an operator replay).
+# Trace context, and the headers the service's own subscribers add when they retry or
+# dead-letter a message (a message on qa.events carries none of the x- ones, except after
+# an operator replay).
 _HEADERS: dict[str, tuple[dict[str, Any], str]] = {
     H_ATTEMPTS: ({"type": "integer", "minimum": 0}, "delivery attempts so far (retry copies)"),
     H_FIRST_FAILED_AT: ({"type": "string"}, "when the first attempt failed (ISO 8601)"),
@@ -67,6 +69,8 @@ _HEADERS: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "array", "items": {"type": "object"}},
         "earlier failures of a replayed message, oldest first",
     ),
+    TRACEPARENT: ({"type": "string"}, "W3C trace context of the write (when tracing is on)"),
+    TRACESTATE: ({"type": "string"}, "W3C trace state (when tracing is on)"),
     "x-original-routing-key": ({"type": "string"}, "routing key before the detour"),
     "x-original-expiration": ({"type": "string"}, "AMQP expiration of the original"),
     "x-original-user-id": ({"type": "string"}, "AMQP user_id of the original"),
@@ -117,7 +121,10 @@ def _message(event_type: str, version: int, model: type[BaseModel]) -> dict[str,
         "contentType": "application/json",
         "headers": {
             "type": "object",
-            "description": "AMQP headers. Set only on retry copies, dead letters and replays.",
+            "description": (
+                "AMQP headers: W3C trace context when the writer traced the request; the "
+                "x- headers only on retry copies, dead letters and replays."
+            ),
             "properties": {
                 name: {**schema, "description": text} for name, (schema, text) in _HEADERS.items()
             },
