@@ -101,6 +101,21 @@ def test_answer_reaches_the_feed_and_survives_a_relay_kill(
     assert item["answered"] is True
     assert item["last_answer_at"] is not None
 
+    # The author edits the question: the feed shows the new title and grade.
+    edited = httpx.patch(
+        f"{base}/questions/{question_id}",
+        json={"title": "What is a quorum queue, really?", "grade": 12},
+        headers=auth,
+        timeout=10,
+    )
+    assert edited.status_code == 200, edited.text
+    item = wait_for(
+        "edit in the feed",
+        lambda: (i := _feed_item(base, subject)) and i["grade"] == 12 and i,
+    )
+    assert item["title"] == "What is a quorum queue, really?"
+    assert item["answer_count"] == 1
+
     # The relay dies; an answer posted meanwhile is committed with its event...
     procs["relay"].kill()
     second = httpx.post(
