@@ -22,14 +22,14 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
-from bench import api_write, ceilings, claim, feed_apply, feed_read, latency, relay_drain
+from bench import api_write, ceilings, claim, cost, feed_apply, feed_read, latency, relay_drain
 from bench.common import RESULTS, NotAvailable
 from bench.env import BenchEnv
 from bench.profiling import summarize
 from bench.report import print_table, write_json
 from outbox.settings import Settings
 
-PARTS = ("ceilings", "relay", "feed", "api", "latency", "claim", "feed-read")
+PARTS = ("ceilings", "relay", "feed", "api", "latency", "claim", "feed-read", "cost")
 KEYS = {"relay": "relay_drain", "feed": "feed_apply", "api": "api_write", "feed-read": "feed_read"}
 console = Console(width=150)
 
@@ -63,6 +63,8 @@ def _run_part(
         return latency.run(env, settings, quick, results, profile, api_procs)
     if part == "feed-read":
         return feed_read.run(env, quick, results, profile, feed_read.VARIANTS)
+    if part == "cost":
+        return cost.run(env, settings, quick, results)
     return claim.run(env, quick, settings.relay_batch_size)
 
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench import feed_seed
+from bench import cpu, feed_seed
 from bench.api_write import wrk
 from bench.apiproc import ApiProc
 from bench.common import require_module
@@ -35,7 +35,10 @@ from bench.stats import percentile
 
 MAX_DEPTH = 10
 # Extra configurations measured in the same run, beside the default one (name -> env).
-VARIANTS: dict[str, dict[str, str]] = {}
+VARIANTS: dict[str, dict[str, str]] = {
+    "cache-off": {"QA_API_FEED_CACHE_SECONDS": "0"},
+    "workers-2": {"QA_API_WORKERS": "2"},
+}
 FIRST_PAGE_SHARE = 0.6
 
 Combo = tuple[str | None, int | None, bool | None]
@@ -152,25 +155,8 @@ def lua_script(mix: list[tuple[list[str], float]], seed: int = 42) -> str:
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU of a process and its reaped children (``/proc/<pid>/stat``), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def _tree_cpu(root: int) -> float:
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(entry.name) == root or int(fields[1]) == root:
-                total += _cpu_seconds(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return cpu.snapshot({"api": root})["api"]
 
 
 def measure(

@@ -56,7 +56,7 @@ def _latencies(dsn: str, since: float, until: float) -> list[float]:
         return [float(r[0]) for r in conn.execute(LATENCY_SQL, (since, until)).fetchall()]
 
 
-def _step(
+def measure_step(
     env: BenchEnv, apis: list[ApiProc], token: str, ids: list[str], rate: float, seconds: float
 ) -> dict[str, Any]:
     began = time.time()
@@ -131,7 +131,7 @@ def run(
                 proc.check_alive()
             if rate > 500.0 and steps and not steps[-1]["sustained"]:
                 break  # already saturated below: a higher offer only adds time
-            steps.append(_step(env, apis, token, ids, rate, seconds))
+            steps.append(measure_step(env, apis, token, ids, rate, seconds))
     sustained = [s["offered_rate"] for s in steps if s["sustained"]]
     at_500 = next((s for s in steps if s["offered_rate"] == 500.0), None)
     feed_500 = at_500["commit_to_feed"] if at_500 else {}

@@ -21,6 +21,8 @@ API_TARGET = Target(0.9)
 P50_TARGET = Target(10.0, at_least=False)
 P99_TARGET = Target(50.0, at_least=False)
 FLAT_TARGET = Target(2.0, at_least=False)
+FEED_READ_TARGET = Target(0.5)
+FEED_READ_P99_TARGET = Target(25.0, at_least=False)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ def lines(result: dict[str, Any]) -> list[Line]:
             FLAT_TARGET,
         )
     )
+    out.extend(_feed_read_and_cost(result))
     return out
 
 
@@ -224,3 +227,29 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     result["summary"] = [line.as_dict() for line in lines(result)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str))
+
+
+def _feed_read_and_cost(result: dict[str, Any]) -> list[Line]:
+    """Lines of the ``feed-read`` and ``cost`` parts."""
+    feed = _get(result, "feed_read", "feed_rps")
+    health = _get(result, "feed_read", "healthz_rps")
+    p99 = _get(result, "feed_read", "feed_p99_ms")
+    per_1000 = _get(result, "cost", "moderate", "total_cpu_s_per_1000_answers")
+    best = _get(result, "cost", "max_sustained_rate")
+    half_p50 = _get(result, "cost", "p50_ms_at_half_max")
+    half_p99 = _get(result, "cost", "p99_ms_at_half_max")
+    return [
+        Line(
+            "feed-read",
+            "GET /feed req/s (mix, 16 conns)",
+            _fmt(feed),
+            f"/healthz {_fmt(health)}",
+            ratio(feed, health),
+            FEED_READ_TARGET,
+        ),
+        Line("feed-read", "GET /feed p99", _fmt(p99, " ms", 1), "", p99, FEED_READ_P99_TARGET),
+        Line("cost", "CPU s per 1,000 answers (all)", _fmt(per_1000, " s", 2), "", None, None),
+        Line("cost", "highest sustained rate", _fmt(best), "", None, None),
+        Line("cost", "commit-to-feed p50 @ half", _fmt(half_p50, " ms", 1), "", None, None),
+        Line("cost", "commit-to-feed p99 @ half", _fmt(half_p99, " ms", 1), "", None, None),
+    ]
