@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractExchange
 
 from outbox.events import AnswerCreatedV1, Envelope, QuestionCreatedV1, new_envelope
 from outbox.topology import EVENTS_EXCHANGE
+from outbox.uow import shard_of
 
 SUBJECTS = ("math", "physics", "history", "biology", "english")
 
@@ -64,10 +65,11 @@ OUTBOX_COLUMNS = (
 )
 
 
-def copy_into_outbox(dsn: str, events: Sequence[Envelope]) -> None:
-    """COPY the envelopes into ``qa.outbox`` as pending rows, exactly as the API writes them."""
+def copy_into_outbox(dsn: str, events: Sequence[Envelope], shards: int = 1) -> None:
+    """COPY the envelopes into ``qa.outbox`` as pending rows, exactly as the API writes them
+    (with ``QA_RELAY_SHARDS=shards``)."""
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY qa.outbox ({OUTBOX_COLUMNS}) FROM STDIN") as copy:
+        with cur.copy(f"COPY qa.outbox ({OUTBOX_COLUMNS}, shard) FROM STDIN") as copy:
             for env in events:
                 copy.write_row(
                     (
@@ -79,6 +81,7 @@ def copy_into_outbox(dsn: str, events: Sequence[Envelope]) -> None:
                         env.type,
                         env.to_bytes(),
                         "{}",
+                        shard_of(env.aggregate_id, shards),
                     )
                 )
         conn.commit()

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from bench import peer_relay
+from bench import peer_relay, relay_shards
 from bench.ceilings import declare_and_purge
 from bench.common import poll_until, queue_depth, require_module
 from bench.env import BenchEnv
@@ -104,6 +104,7 @@ def run(
     steady_seconds = last - first
     steady = rate(count - first_batch, steady_seconds)
     simple = peer(env, settings, events)
+    sharded = relay_shards.run(env, settings, events, results)
     return {
         "rows": count,
         "batches": batches,
@@ -116,4 +117,5 @@ def run(
         "profile": str(results / "profile-relay.raw") if profile else None,
         "peer": simple,
         "vs_peer": steady / simple["rate"] if simple["rate"] else None,
+        "sharded": sharded,
     }

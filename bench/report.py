@@ -189,6 +189,18 @@ def _relay_extra(result: dict[str, Any], relay: float | None) -> list[Line]:
             ratio(relay, peer),
             PEER_TARGET,
         ),
+        *(
+            Line(
+                "relay",
+                f"drain, {n} process(es) on 4 shards",
+                _fmt(_get(result, "relay_drain", "sharded", n, "rate")),
+                "",
+                None,
+                None,
+            )
+            for n in ("1", "2", "4")
+            if _get(result, "relay_drain", "sharded", n) is not None
+        ),
     ]
 
 
