@@ -60,6 +60,13 @@ def backend_cpu(conn: psycopg.Connection[Any], db: str) -> dict[int, float]:
     return out
 
 
+def transactions(conn: psycopg.Connection[Any], db: str) -> int:
+    row = conn.execute(
+        "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", (db,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def wal_for_db(conn: psycopg.Connection[Any], start: str, end: str, oid: int) -> dict[str, int]:
     row = conn.execute(
         """
@@ -106,14 +113,16 @@ def read_cost(
     paths = ", ".join(f'"{p}"' for p in feed_paths(api.base))
     script.write_text(READ_LUA % {"paths": paths})
     wrk(api.base, script, 2, 16)
-    api0, pg0 = cpu_seconds(api.pid), backend_cpu(admin, db)
+    api0, pg0, tx0 = cpu_seconds(api.pid), backend_cpu(admin, db), transactions(admin, db)
     result = wrk(api.base, script, seconds, 16)
-    api1, pg1 = cpu_seconds(api.pid), backend_cpu(admin, db)
+    api1, pg1, tx1 = cpu_seconds(api.pid), backend_cpu(admin, db), transactions(admin, db)
     reads = result["rps"] * seconds
     pg = sum(pg1[p] - pg0[p] for p in pg1 if p in pg0)
     return {
         "rps": result["rps"],
         "non_2xx": result.get("non_2xx", 0),
+        "db_transactions_per_read": round((tx1 - tx0) / reads, 3),
+        "backends": sorted(pg1),
         "cpu_ms_per_read": {
             "api": round((api1 - api0) * 1000 / reads, 3),
             "postgres": round(pg * 1000 / reads, 3),
@@ -155,6 +164,9 @@ def main(seconds: int = 10) -> dict[str, Any]:
             while not drained(admin):
                 time.sleep(0.2)
             events0 = admin.execute("SELECT count(*) FROM qa.outbox").fetchone()[0]  # type: ignore[index]
+            # A temporary slot (dropped with this session) keeps the run's WAL from being
+            # recycled before pg_walinspect reads it.
+            admin.execute("SELECT pg_create_physical_replication_slot('qa_event_cost', true, true)")
             lsn0 = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
             procs = {"api": api.pid, "relay": relay.pid, "consumer": feed.pid}
             cpu0 = {name: cpu_seconds(pid) for name, pid in procs.items()}
@@ -166,6 +178,7 @@ def main(seconds: int = 10) -> dict[str, Any]:
             pg1 = backend_cpu(admin, env.database)
             lsn1 = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
             events1 = admin.execute("SELECT count(*) FROM qa.outbox").fetchone()[0]  # type: ignore[index]
+            wal = wal_for_db(admin, lsn0, lsn1, db_oid)
             reads = {"cached": read_cost(api, seconds, admin, env.database)}
             with ApiProc(
                 env, RESULTS / "cost-api-nocache.log", QA_API_FEED_CACHE_SECONDS="0"
@@ -175,7 +188,6 @@ def main(seconds: int = 10) -> dict[str, Any]:
         events = int(events1) - int(events0)
         cpu = {name: cpu1[name] - cpu0[name] for name in procs}
         cpu["postgres"] = sum(pg1[p] - pg0[p] for p in pg1 if p in pg0)
-        wal = wal_for_db(admin, lsn0, lsn1, db_oid)
     finally:
         admin.close()
         env.teardown()
