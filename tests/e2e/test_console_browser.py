@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.support.console_data import make_token, question_letter
 from tests.support.procs import ManagedProcess, api_base, http_ok, spawn
@@ -81,6 +81,20 @@ def system(services: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]
                 print(f"{name} exited {code}:\n{proc.log_tail()}")
 
 
+def _parked_outbox_row(db: Engine) -> int:
+    with db.begin() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "INSERT INTO qa.outbox (event_id, event_type, aggregate_type, aggregate_id,"
+                    " routing_key, body, attempts, next_attempt_at)"
+                    " VALUES (gen_random_uuid(), 'test.parked', 'test', '1', 'test.parked',"
+                    " '\\x7b7d', 1, now() + interval '1 hour') RETURNING id"
+                )
+            )
+        )
+
+
 def _shot(page: Any, tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -109,6 +123,18 @@ def test_operator_replays_a_dead_letter_group_and_the_event_reaches_the_feed(
             page.wait_for_selector("#backlog")
             assert page.inner_text("#operator") == operator
             _shot(page, tmp_path, "console-overview")
+
+            # The overview refreshes by itself: a row the relay will not touch for an hour
+            # shows up in the backlog without a reload.
+            before = int(page.inner_text("#backlog"))
+            row = _parked_outbox_row(db)
+            try:
+                page.wait_for_function(
+                    f"() => Number(document.querySelector('#backlog').innerText) > {before}"
+                )
+            finally:
+                with db.begin() as conn:
+                    conn.execute(text("DELETE FROM qa.outbox WHERE id = :id"), {"id": row})
 
             page.goto(f"{base}/dead-letters")
             row = page.locator("tr.group", has_text=f"consumers/feed.py:{func}")
