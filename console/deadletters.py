@@ -21,6 +21,7 @@ from console.auth import Actor, Viewer, audit_log
 from console.web import ConsoleError, page
 from outbox import deadletters as store
 from outbox.deadletter_groups import GroupKey, find_group, groups, project_frame
+from outbox.topology import H_TRACEBACK
 
 router = APIRouter()
 MAX_IDS = 10_000
@@ -82,10 +83,14 @@ async def show_letter(request: Request, operator: Viewer, letter_id: int) -> Res
     if letter is None:
         raise ConsoleError(404, "Not found", f"There is no dead letter {letter_id}.")
     kind, body = _body(letter["body"])
+    headers = dict(letter["headers"] or {})
+    if isinstance(headers.get(H_TRACEBACK), str):
+        headers[H_TRACEBACK] = f"({len(headers[H_TRACEBACK])} characters: Traceback below)"
     return page(
         request,
         "letter.html",
         letter=letter,
+        headers=headers,
         history=history,
         body_kind=kind,
         body=body,
