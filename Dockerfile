@@ -7,8 +7,10 @@ COPY outbox ./outbox
 COPY api ./api
 COPY relay ./relay
 COPY consumers ./consumers
+COPY ops ./ops
+COPY console ./console
 COPY migrations ./migrations
 RUN pip install . && useradd --system --uid 10001 qa
 USER qa
-EXPOSE 8000 9101 9102 9103
+EXPOSE 8000 8081 9101 9102 9103
 CMD ["qa-api"]
