@@ -15,6 +15,8 @@ import httpx
 from pydantic import SecretStr
 from yarl import URL
 
+from outbox.amqp import first_node
+
 TIMEOUT_SECONDS = 3.0
 _RETRY = re.compile(r"^(?P<name>.+)\.retry\.(?P<ms>\d+)ms$")
 
@@ -35,7 +37,7 @@ class SubscriberQueues:
 
 
 def vhost_of(amqp_url: SecretStr) -> str:
-    path = URL(amqp_url.get_secret_value()).path
+    path = first_node(amqp_url.get_secret_value()).path
     return path[1:] if len(path) > 1 else "/"
 
 

@@ -18,7 +18,9 @@ import random
 import re
 from typing import Any
 
+import aio_pika
 from aio_pika import RobustConnection
+from aio_pika.abc import AbstractConnection
 from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
@@ -148,3 +150,21 @@ async def connect_cluster(
         return connection
     assert last is not None
     raise last
+
+
+async def connect_first(url: str, *, connect_timeout: float = 10.0) -> AbstractConnection:
+    """A plain (not robust) connection to the first node that answers, in the given
+    order: for one-shot tools (``qa-ops``) that do not outlive a node."""
+    last: BaseException | None = None
+    for node in split_nodes(url):
+        try:
+            return await aio_pika.connect(node, timeout=connect_timeout)
+        except CONNECTION_EXCEPTIONS as exc:
+            last = exc
+    assert last is not None
+    raise last
+
+
+def first_node(url: str) -> URL:
+    """The first node's URL (its vhost and credentials are every node's)."""
+    return URL(split_nodes(url)[0])

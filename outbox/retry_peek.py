@@ -13,9 +13,9 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-import aio_pika
 import aiormq.exceptions
 
+from outbox.amqp import connect_first
 from outbox.topology import H_ATTEMPTS, H_ERROR_CLASS
 
 
@@ -49,7 +49,7 @@ async def peek(amqp_url: str, queues: list[str], limit: int = 5000) -> dict[str,
     looked at (the rest of a long tier is not reported).
     """
     found: dict[str, list[Sighting]] = {}
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    connection = await connect_first(amqp_url, connect_timeout=10)
     try:
         for name in queues:
             channel = await connection.channel()

@@ -15,7 +15,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from yarl import URL
 
-from outbox.amqp import connect_cluster
+from outbox.amqp import connect_cluster, connect_first
 from outbox.settings import Settings
 from tests.integration.test_relay_support import eventually
 from tests.support.tcpproxy import TcpProxy
@@ -74,3 +74,14 @@ async def test_losing_a_node_moves_to_the_next_and_redeclares_and_reconsumes(
             assert conn.node.port == second.port
         finally:
             await conn.close()
+
+
+async def test_one_shot_tools_connect_to_the_first_node_that_answers(settings: Settings) -> None:
+    upstream = URL(settings.amqp_url.get_secret_value())
+    dead = "127.0.0.1:1"  # nothing listens on port 1
+    hosts = f"{dead},{upstream.host}:{upstream.port}"
+    url = str(upstream).replace(f"{upstream.host}:{upstream.port}", hosts, 1)
+    conn = await connect_first(url, connect_timeout=5)
+    async with conn:
+        channel = await conn.channel()
+        await channel.declare_queue(f"test.first.{uuid.uuid4().hex[:8]}", auto_delete=True)

@@ -78,3 +78,12 @@ async def test_log_text_of_the_connection_masks_the_password() -> None:
     conn = _connection(start=2)
     assert "secret" not in str(conn)
     assert "n2" in str(conn)
+
+
+def test_the_vhost_of_a_multi_node_url_is_every_nodes_vhost() -> None:
+    from pydantic import SecretStr
+
+    from console.broker import vhost_of
+
+    assert vhost_of(SecretStr("amqp://u:p@a:5672,b:5673/my-vhost")) == "my-vhost"
+    assert vhost_of(SecretStr("amqp://u:p@a:5672/,amqp://u:p@b:5673/")) == "/"
