@@ -224,5 +224,5 @@ async def test_archiver_that_cannot_reach_the_database_fails_to_start(
             archiver_metrics_port=0,
             startup_timeout_seconds=0.5,
         )
-        with pytest.raises(StartupError, match="database unreachable"):
+        with pytest.raises(StartupError, match=r"database postgresql\S+ unreachable"):
             await asyncio.wait_for(archiver.run_archiver(broken), 30)
