@@ -7,6 +7,7 @@ management HTTP API.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from console import deadletters, events, login, overview
@@ -24,6 +26,7 @@ from outbox.db import make_engine
 from outbox.settings import Settings
 
 APPLICATION_NAME = "qa-console"
+log = logging.getLogger("qa.console")
 SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -67,6 +70,19 @@ async def _on_validation(request: Request, exc: Exception) -> HTMLResponse:
     )
 
 
+async def _on_database_error(request: Request, exc: Exception) -> HTMLResponse:
+    log.warning("database unavailable on %s: %s", request.url.path, type(exc).__name__)
+    response = page(
+        request,
+        "error.html",
+        503,
+        title="Database unavailable",
+        message="The console cannot reach its database right now; try again shortly.",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="qa console", docs_url=None, redoc_url=None, openapi_url=None, lifespan=_lifespan
@@ -76,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ConsoleError, on_console_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(sa_exc.OperationalError, _on_database_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _on_database_error)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (login, overview, deadletters, events):
         app.include_router(module.router)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select, text, update
 
 from console.app import create_app
@@ -244,3 +245,13 @@ def test_overview_names_the_relay_leader_per_shard(settings: Settings, db: Engin
             holder.dispose()
     assert f"shard 1: {name}" in page
     assert "1 of 2 shards led" in page and "1 shard(s) without a relay" in page
+
+
+def test_database_down_is_a_503_page_not_a_traceback(settings: Settings) -> None:
+    down = settings.model_copy(
+        update={"database_url": SecretStr("postgresql+psycopg://postgres@127.0.0.1:1/qa")}
+    )
+    with TestClient(create_app(down)) as client:
+        response = client.get("/dead-letters", headers={"Authorization": "Bearer qa_x"})
+    assert response.status_code == 503
+    assert "Database unavailable" in response.text and "Traceback" not in response.text
