@@ -73,6 +73,6 @@ async def edit_question(
             envelope = new_envelope(
                 "question.edited", AGGREGATE, question_id, event, sequence=sequence
             )
-            emit(uow, settings, metrics, envelope)
+            emit(uow, metrics, envelope)
         await uow.commit()
     return WriteResult(200, body)

@@ -15,18 +15,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.asgi import TrackedSend
 from api.request_id import request_id_of
 from outbox.errors import Forbidden, IdempotencyConflict, NotFound, Unauthorized
+from outbox.transient import is_transient
 
 log = logging.getLogger("qa.api")
 
@@ -36,16 +35,10 @@ _MAX_TEXT = 120
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True for failures a retry may fix: database unreachable, connection lost, timeouts.
-
-    psycopg raises ``OperationalError`` for connection failures, admin shutdowns, query
-    cancellation (statement timeout), serialization failures and deadlocks.
-    """
-    if isinstance(exc, sa_exc.TimeoutError):  # connection pool exhausted
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(exc.orig, psycopg.OperationalError)
-    return isinstance(exc, psycopg.OperationalError | OSError | TimeoutError)
+    """True for failures a retry may fix (503): the one classifier of the service,
+    :func:`outbox.transient.is_transient` (database unreachable, connection lost, pool
+    exhausted, timeouts, serialization failures, deadlocks)."""
+    return is_transient(exc)
 
 
 def _safe(value: object) -> object:

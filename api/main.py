@@ -74,11 +74,6 @@ def main() -> None:
     setup_logging(settings.log_level, settings.log_format)
     tracing.setup("qa-api")
     tracing.instrument_psycopg()
-    if settings.bench_disable_outbox:
-        log.warning(
-            "QA_BENCH_DISABLE_OUTBOX is set: writes emit NO events and the feed will miss "
-            "them. Benchmark use only; never in production."
-        )
     try:
         asyncio.run(_check_databases(settings))
     except StartupError as exc:

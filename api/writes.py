@@ -45,10 +45,8 @@ class WriteResult:
     replayed: bool = False
 
 
-def emit(uow: UnitOfWork, settings: Settings, metrics: ApiMetrics, envelope: Envelope) -> None:
-    """Write the event to the outbox. The benchmark switch lives here and nowhere else."""
-    if settings.bench_disable_outbox:
-        return  # benchmark only: breaks guarantee 1; qa-api warns at start-up
+def emit(uow: UnitOfWork, metrics: ApiMetrics, envelope: Envelope) -> None:
+    """Write the event to the outbox (in the unit of work's transaction)."""
     uow.add_event(envelope)
     metrics.events.labels(envelope.type).inc()
 
@@ -94,7 +92,7 @@ async def create_question(
             created_at=out.created_at,
         )
         envelope = new_envelope("question.created", AGGREGATE, out.id, event, sequence=1)
-        emit(uow, settings, metrics, envelope)
+        emit(uow, metrics, envelope)
         await uow.commit()
     return WriteResult(201, body)
 
@@ -148,6 +146,6 @@ async def create_answer(
         envelope = new_envelope(
             "answer.created", AGGREGATE, question_id, event, 2, sequence=question.last_sequence
         )
-        emit(uow, settings, metrics, envelope)
+        emit(uow, metrics, envelope)
         await uow.commit()
     return WriteResult(201, body)

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.api_inprocess [N]
 
 Runs N sequential ``POST /questions/{id}/answers`` through ``httpx.ASGITransport`` against
-``create_app`` on a private database, alternating ``bench_disable_outbox`` off/on twice,
+``create_app`` on a private database, alternating the outbox on/off (``bench.no_outbox``) twice,
 and prints process CPU and wall time per request. CPU time is much less sensitive to
 other load on the machine than throughput, so it isolates what the outbox write costs.
 """
@@ -11,14 +11,17 @@ other load on the machine than throughput, so it isolates what the outbox write 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 import uuid
+from typing import Any
 
 import httpx
 from sqlalchemy import text
 
 from api.app import create_app
+from bench.no_outbox import without_outbox
 from outbox.db import make_engine
 from outbox.migrate import ensure_database, upgrade
 from outbox.settings import Settings
@@ -28,7 +31,13 @@ ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 async def _measure(url: str, token: str, disable: bool, n: int) -> tuple[float, float]:
-    app = create_app(Settings(database_url=url, bench_disable_outbox=disable))
+    app = create_app(Settings(database_url=url))
+    variant = without_outbox() if disable else contextlib.nullcontext()
+    with variant:
+        return await _run(app, token, n)
+
+
+async def _run(app: Any, token: str, n: int) -> tuple[float, float]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:

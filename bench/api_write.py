@@ -3,7 +3,8 @@ HTTP load generator), against ``qa-api`` subprocesses.
 
 The two modes alternate (with, without, with, without...) so drift (table growth, page
 cache, other load) hits both alike; each mode's figure is the median of its rounds. The
-outbox-off mode is ``QA_BENCH_DISABLE_OUTBOX=true``: the API skips only the outbox write.
+outbox-off mode is the benchmark's variant ``python -m bench.no_outbox``: the API skips
+only the outbox write.
 """
 
 from __future__ import annotations
@@ -88,13 +89,12 @@ def _one_mode(
     tag: str,
     profile: bool,
 ) -> dict[str, Any]:
-    extra = {"QA_BENCH_DISABLE_OUTBOX": "true"} if disable else {}
     name = "without" if disable else "with"
     api = ApiProc(
         env,
         results / f"api-{name}-{tag}.log",
         results / f"profile-api-{name}.raw" if profile and tag == "r1" else None,
-        **extra,
+        without_outbox=disable,
     )
     with api:
         api.wait_ready()

@@ -44,14 +44,20 @@ def http_json(
 
 
 class ApiProc(Proc):
-    """``qa-api`` on its own port, ready once ``/healthz`` answers."""
+    """``qa-api`` on its own port, ready once ``/healthz`` answers. ``without_outbox``
+    runs the benchmark's variant without the outbox write (``bench/no_outbox.py``)."""
 
     def __init__(
-        self, env: BenchEnv, log_path: Path, profile_path: Path | None = None, **env_overrides: str
+        self,
+        env: BenchEnv,
+        log_path: Path,
+        profile_path: Path | None = None,
+        without_outbox: bool = False,
+        **env_overrides: str,
     ) -> None:
         self.port = free_port()
         super().__init__(
-            ["qa-api"],
+            ["python", "-m", "bench.no_outbox"] if without_outbox else ["qa-api"],
             env.process_env(QA_API_HOST="127.0.0.1", QA_API_PORT=str(self.port), **env_overrides),
             log_path,
             profile_path,

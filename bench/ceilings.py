@@ -25,8 +25,11 @@ from bench import publish_strategies
 from bench.env import BenchEnv
 from bench.envelopes import message_for, publish_window, sample_answer_body
 from bench.stats import rate
+from consumers.feed import SUBSCRIBER as FEED
 from outbox.settings import Settings
-from outbox.topology import FEED_QUEUE, declare_feed
+from outbox.topology import declare_subscriber
+
+FEED_QUEUE = FEED.queue
 
 
 async def declare_and_purge(env: BenchEnv, settings: Settings) -> None:
@@ -34,7 +37,14 @@ async def declare_and_purge(env: BenchEnv, settings: Settings) -> None:
     connection = await aio_pika.connect_robust(env.amqp_url)
     try:
         channel = await connection.channel()
-        topo = await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
+        topo = await declare_subscriber(
+            connection,
+            channel,
+            FEED.name,
+            FEED.bindings,
+            settings.retry_delays,
+            settings.delivery_limit,
+        )
         await topo.queue.purge()
     finally:
         await connection.close()

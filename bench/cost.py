@@ -37,9 +37,10 @@ from bench.common import poll_until, require_module
 from bench.env import BenchEnv
 from bench.latency import measure_step
 from bench.procs import Proc
+from consumers.feed import SUBSCRIBER as FEED
 from outbox.migrate import ensure_database, upgrade
 from outbox.settings import Settings
-from outbox.topology import declare_feed
+from outbox.topology import declare_subscriber
 
 MODERATE_RATE = 100.0
 RAMP_STEP = 100.0
@@ -73,7 +74,15 @@ async def _declare(env: BenchEnv, settings: Settings) -> None:
     connection = await aio_pika.connect_robust(env.amqp_url)
     try:
         channel = await connection.channel()
-        await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
+        await declare_subscriber(
+            connection,
+            channel,
+            FEED.name,
+            FEED.bindings,
+            settings.retry_delays,
+            settings.delivery_limit,
+            FEED.retired_bindings,
+        )
     finally:
         await connection.close()
 

@@ -102,6 +102,6 @@ class BenchEnv:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(
                 "TRUNCATE qa.outbox, qa.answers, qa.questions, qa.idempotency_keys,"
-                " feed.inbox, feed.questions RESTART IDENTITY CASCADE"
+                " subscribers.inbox, feed.questions RESTART IDENTITY CASCADE"
             )
             conn.execute("VACUUM ANALYZE qa.outbox")

@@ -137,7 +137,7 @@ def read_cost(
 def drained(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute(
         "SELECT (SELECT count(*) FROM qa.outbox WHERE published_at IS NULL),"
-        " (SELECT count(*) FROM qa.outbox) - (SELECT count(*) FROM feed.inbox)"
+        " (SELECT count(*) FROM qa.outbox) - (SELECT count(*) FROM subscribers.inbox)"
     ).fetchone()
     return row is not None and row[0] == 0 and row[1] <= 0
 

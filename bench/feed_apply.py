@@ -1,8 +1,8 @@
 """Feed apply: real envelopes pre-published to ``qa.events`` (queue declared with
-``declare_feed``), then ``qa-consumer feed`` started and timed until the inbox has them all.
+``declare_subscriber``), then ``qa-consumer feed`` started and timed until the inbox has them all.
 
 ``wall``: from spawning the process to the last inbox row seen (includes start-up).
-``steady``: rows after the first batch over the span of ``feed.inbox.processed_at``
+``steady``: rows after the first batch over the span of ``subscribers.inbox.processed_at``
 (the applying transaction's ``now()``); the ratio to the consume ceiling uses ``steady``.
 """
 
@@ -22,12 +22,14 @@ from bench.envelopes import make_events, publish_events
 from bench.procs import Proc
 from bench.stats import rate
 from outbox.settings import Settings
-from outbox.topology import FEED_QUEUE
+from outbox.topology import queue_name
+
+FEED_QUEUE = queue_name("feed")
 
 
 def _applied(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM feed.inbox").fetchone()
+        row = conn.execute("SELECT count(*) FROM subscribers.inbox").fetchone()
         return int(row[0]) if row else 0
 
 
@@ -36,9 +38,10 @@ def _span(dsn: str) -> tuple[float, int, int, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT extract(epoch FROM max(processed_at) - min(processed_at))::float8,"
-            " count(*) FILTER (WHERE processed_at = (SELECT min(processed_at) FROM feed.inbox)),"
+            " count(*) FILTER (WHERE processed_at ="
+            " (SELECT min(processed_at) FROM subscribers.inbox)),"
             " count(DISTINCT processed_at), (SELECT count(*) FROM feed.questions)"
-            " FROM feed.inbox"
+            " FROM subscribers.inbox"
         ).fetchone()
         assert row is not None
         return float(row[0] or 0.0), int(row[1]), int(row[2]), int(row[3])

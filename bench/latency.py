@@ -1,7 +1,7 @@
 """Commit-to-feed latency at steady offered rates, with ``qa-api``, ``qa-relay`` and
 ``qa-consumer feed`` all running.
 
-For every ``answer.created`` posted during a step, latency = ``feed.inbox.processed_at``
+For every ``answer.created`` posted during a step, latency = ``subscribers.inbox.processed_at``
 minus the envelope's ``occurred_at``. ``occurred_at`` is stamped in the request just
 before the commit (over-states by the API's commit time, ~1 ms); ``processed_at`` is the
 consumer transaction's ``now()``, i.e. its start (under-states by the apply time of the
@@ -34,14 +34,14 @@ WARMUP_SECONDS = 1.0
 LATENCY_SQL = """
 SELECT extract(epoch FROM i.processed_at
        - (convert_from(o.body, 'UTF8')::jsonb->>'occurred_at')::timestamptz) * 1000
-FROM qa.outbox o JOIN feed.inbox i ON i.event_id = o.event_id
+FROM qa.outbox o JOIN subscribers.inbox i ON i.event_id = o.event_id
 WHERE o.event_type = 'answer.created'
   AND o.created_at >= to_timestamp(%s) AND o.created_at < to_timestamp(%s)
 """
 PENDING_SQL = """
 SELECT count(*) FROM qa.outbox o
 WHERE o.created_at >= to_timestamp(%s) AND o.created_at < to_timestamp(%s)
-  AND NOT EXISTS (SELECT 1 FROM feed.inbox i WHERE i.event_id = o.event_id)
+  AND NOT EXISTS (SELECT 1 FROM subscribers.inbox i WHERE i.event_id = o.event_id)
 """
 
 

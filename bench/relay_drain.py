@@ -27,7 +27,9 @@ from bench.procs import Proc
 from bench.stats import rate
 from outbox.events import Envelope
 from outbox.settings import Settings
-from outbox.topology import FEED_QUEUE
+from outbox.topology import queue_name
+
+FEED_QUEUE = queue_name("feed")
 
 
 def _pending(dsn: str) -> int:

@@ -14,14 +14,20 @@ user() {  # name password configure write read
     echo "user $1 ready"
 }
 
+subscriber() {  # user password name: a subscriber process (qa-consumer run NAME)
+    # Declares qa.events and its own queues (<name>.events, .retry.*, .dead), binds its
+    # queue, consumes it, and publishes retries and dead letters via the default exchange.
+    own="^(qa\\\\.events|$3\\\\..*)\$"
+    user "$1" "$2" "$own" "^(amq\\\\.default|$3\\\\..*)\$" "$own"
+}
+
 # The relay declares and publishes to qa.events, and publishes dead-letter replays
 # through the default exchange (resource name amq.default).
 user qa_relay "$QA_RELAY_AMQP_PASSWORD" '^qa\\.events$' '^(qa\\.events|amq\\.default)$' '^$'
-# The feed consumer and the archiver declare the feed topology, consume from it, and
-# publish retries and dead letters through the default exchange.
-FEED='^(qa\\.events|feed\\..*)$'
-user qa_consumer "$QA_CONSUMER_AMQP_PASSWORD" "$FEED" '^(amq\\.default|feed\\..*)$' "$FEED"
-user qa_archiver "$QA_ARCHIVER_AMQP_PASSWORD" "$FEED" '^(amq\\.default|feed\\..*)$' "$FEED"
+# One line per subscriber (qa-consumer list shows them).
+subscriber qa_consumer "$QA_CONSUMER_AMQP_PASSWORD" feed
+# The archiver declares and consumes every subscriber's <name>.dead, nothing else.
+user qa_archiver "$QA_ARCHIVER_AMQP_PASSWORD" '\\.dead$' '^$' '\\.dead$'
 
 # The operators' console reads queue figures through the management API only: the
 # `monitoring` tag, and no right to configure, write or read any queue.

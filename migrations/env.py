@@ -9,7 +9,7 @@ import outbox.notifier_models  # noqa: F401  (registers the notifier tables)
 from outbox.models import Base
 from outbox.settings import Settings
 
-SCHEMAS = {"qa", "feed", "notifier"}
+SCHEMAS = {"qa", "feed", "notifier", "subscribers"}
 
 config = context.config
 target_metadata = Base.metadata

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from sqlalchemy.exc import OperationalError
 
-from ops import asyncapi, dbcmd, dlq, events, outbox_status, tokens, users
+from ops import asyncapi, dbcmd, dlq, events, outbox_status, tokens, topology, users
 
 app = typer.Typer(
     name="qa-ops",
@@ -28,6 +28,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(events.app, name="events")
 app.add_typer(users.app, name="users")
 app.add_typer(asyncapi.app, name="asyncapi")
+app.add_typer(topology.app, name="topology")
 
 
 @app.command("console")

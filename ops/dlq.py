@@ -23,6 +23,7 @@ from ops.dlq_render import (
     summary_table,
 )
 from outbox import deadletters as store
+from outbox import subscribers
 from outbox.deadletters import ActionResult, Filters
 
 app = typer.Typer(help="Dead letters: list, show, replay, discard.", no_args_is_help=True)
@@ -48,6 +49,18 @@ def _status(value: str) -> str | None:
     return value
 
 
+def _subscriber(value: str | None) -> str | None:
+    """A known subscriber's name (a typo must not silently match nothing)."""
+    if value is None:
+        return None
+    known = subscribers.discover()
+    if value not in known:
+        raise typer.BadParameter(
+            f"unknown subscriber {value!r} (known: {', '.join(known)})", param_hint="--subscriber"
+        )
+    return value
+
+
 def _actor(value: str | None) -> str:
     if value is not None:
         if not value.strip():
@@ -64,6 +77,9 @@ ErrorClassOpt = typer.Option(None, "--error-class", help="Only this error class.
 SinceOpt = typer.Option(None, "--since", help="Dead-lettered at or after (ISO 8601; UTC if naive).")
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
 ActorOpt = typer.Option(None, "--actor", help="Who is acting (default: the OS user).")
+SubscriberOpt = typer.Option(
+    None, "--subscriber", help="Only dead letters of this subscriber (feed, notifier, ...)."
+)
 
 
 @app.command("list")
@@ -73,10 +89,13 @@ def list_(
     error_class: str | None = ErrorClassOpt,
     since: str | None = SinceOpt,
     limit: int = typer.Option(50, "--limit", min=1, help="At most this many, newest first."),
+    subscriber: str | None = SubscriberOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """List dead letters, newest first."""
-    filters = Filters(_status(status), event_type, error_class, _since(since), limit)
+    filters = Filters(
+        _status(status), event_type, error_class, _since(since), limit, _subscriber(subscriber)
+    )
     with engine() as eng, eng.connect() as conn:
         rows = store.list_letters(conn, filters)
     if as_json:
@@ -118,6 +137,7 @@ def replay(
     error_class: str | None = ErrorClassOpt,
     since: str | None = SinceOpt,
     limit: int | None = typer.Option(None, "--limit", min=1, help="At most this many (oldest)."),
+    subscriber: str | None = SubscriberOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would happen only."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     actor: str | None = ActorOpt,
@@ -125,14 +145,18 @@ def replay(
 ) -> None:
     """Re-deliver dead letters to the queue that failed them (through the outbox)."""
     who = _actor(actor)
-    filtered = any(v is not None for v in (event_type, error_class, since, limit))
+    filtered = any(v is not None for v in (event_type, error_class, since, limit, subscriber))
     if ids and (all_ or filtered):
         raise typer.BadParameter("give ids, or --all, or filters; not both")
     if not ids and not all_ and not filtered:
-        raise typer.BadParameter("give dead letter ids, --all, or filters (--type ...)")
+        raise typer.BadParameter(
+            "give dead letter ids, --all, or filters (--type, --subscriber ...)"
+        )
     with engine() as eng:
         if not ids:
-            filters = Filters("dead", event_type, error_class, _since(since), limit)
+            filters = Filters(
+                "dead", event_type, error_class, _since(since), limit, _subscriber(subscriber)
+            )
             with eng.connect() as conn:
                 ids = store.select_ids(conn, filters)
         if dry_run:

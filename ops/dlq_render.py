@@ -71,6 +71,7 @@ def summary_table(rows: list[dict[str, Any]], title: str, width: int = 200) -> T
         "error_class",
         "event_type",
         "dead_lettered_at",
+        "subscriber",
         "status",
         "attempts",
         "disposition",
@@ -86,6 +87,7 @@ def summary_table(rows: list[dict[str, Any]], title: str, width: int = 200) -> T
                 Text(safe(r["error_class"])),
                 Text(safe(r["event_type"] or "-")),
                 when.strftime("%Y-%m-%d %H:%M:%S") if when else "-",
+                Text(safe(r.get("subscriber") or "-")),
                 r["status"],
                 str(r["attempts"]),
                 Text(safe(r["disposition"])),
@@ -119,6 +121,7 @@ def show_letter(console: Console, letter: dict[str, Any], history: list[dict[str
     facts.add_column("value", overflow="fold")
     for name in (
         "id",
+        "subscriber",
         "status",
         "status_changed_at",
         "message_id",
@@ -133,7 +136,7 @@ def show_letter(console: Console, letter: dict[str, Any], history: list[dict[str
         "dead_lettered_at",
         "archived_at",
     ):
-        value = letter[name]
+        value = letter.get(name)
         shown = value.isoformat() if isinstance(value, datetime) else value
         facts.add_row(name, Text(safe("-" if shown is None else shown)))
     console.print(Panel(facts, title=f"dead letter {letter['id']}"))

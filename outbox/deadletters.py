@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from outbox.models import DeadLetter, DeadLetterAudit, OutboxRow
+from outbox.subscribers import replayable_queues
 from outbox.topology import (
     H_ATTEMPTS,
     H_DEAD_LETTER_ID,
@@ -26,9 +27,10 @@ from outbox.topology import (
     H_FAILED_QUEUE,
     H_FIRST_FAILED_AT,
     H_HISTORY,
+    H_ORIGINAL_ROUTING_KEY,
     H_REPLAYED_FROM,
+    H_SUBSCRIBER,
     H_TRACEBACK,
-    REPLAYABLE_QUEUES,
 )
 
 STATUSES = ("dead", "replayed", "discarded")
@@ -45,6 +47,7 @@ FAILURE_HEADERS = frozenset(
         H_DISPOSITION,
         H_FIRST_FAILED_AT,
         H_FAILED_QUEUE,
+        H_SUBSCRIBER,
         "x-death",
         "x-first-death-queue",
         "x-first-death-reason",
@@ -55,11 +58,11 @@ FAILURE_HEADERS = frozenset(
         "x-delivery-count",
     }
 )
-H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 HISTORY_LIMIT = 20
 
 SUMMARY_COLUMNS = (
     DeadLetter.id,
+    DeadLetter.subscriber,
     DeadLetter.status,
     DeadLetter.dead_lettered_at,
     DeadLetter.event_type,
@@ -80,6 +83,7 @@ class Filters:
     error_class: str | None = None
     since: datetime | None = None
     limit: int | None = None
+    subscriber: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ def replay_headers(letter: dict[str, Any]) -> dict[str, Any]:
             "disposition": letter["disposition"],
             "attempts": letter["attempts"],
             "failed_queue": letter["failed_queue"],
+            "subscriber": letter.get("subscriber"),
             "first_failed_at": _iso(letter["first_failed_at"]),
             "dead_lettered_at": _iso(letter["dead_lettered_at"]),
             "replayed_at": datetime.now(UTC).isoformat(),
@@ -138,6 +143,8 @@ def _where(filters: Filters) -> list[Any]:
         clauses.append(DeadLetter.error_class == filters.error_class)
     if filters.since is not None:
         clauses.append(DeadLetter.dead_lettered_at >= filters.since)
+    if filters.subscriber is not None:
+        clauses.append(DeadLetter.subscriber == filters.subscriber)
     return clauses
 
 
@@ -225,7 +232,7 @@ def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
     """Replay one dead letter in one transaction (status, outbox row, audit row)."""
     with engine.begin() as conn:
         target = conn.scalar(select(DeadLetter.failed_queue).where(DeadLetter.id == letter_id))
-        if target is not None and target not in REPLAYABLE_QUEUES:
+        if target is not None and target not in replayable_queues():
             outcome = f"refused: {target!r} is not a replayable consumer queue"
             _audit(conn, letter_id, "replay", actor, outcome, None)
             return ActionResult(letter_id, outcome, ok=False)
@@ -272,7 +279,7 @@ def preview(conn: Connection, letter_id: int) -> ActionResult:
     if letter["status"] != "dead":
         status = letter["status"]
         return ActionResult(letter_id, f"already {status}", ok=status == "replayed")
-    if letter["failed_queue"] not in REPLAYABLE_QUEUES:
+    if letter["failed_queue"] not in replayable_queues():
         refused = f"refused: {letter['failed_queue']!r} is not a replayable consumer queue"
         return ActionResult(letter_id, refused, ok=False)
     _, note = event_id_for(letter["message_id"])

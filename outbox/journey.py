@@ -2,9 +2,9 @@
 
 This answers "why is my answer not in the feed?" from what the system already keeps:
 the outbox row (``qa.outbox``; gone after ``QA_RELAY_RETENTION_SECONDS`` once
-published), each subscriber's inbox (``feed.inbox``: applied, and when), the dead-letter
-store (``feed.dead_letters``) and, when given, what waits in the retry tiers right now
-(:mod:`outbox.retry_peek`). Used by ``qa-ops events`` and the operators' console.
+published), each subscriber's inbox (``subscribers.inbox``: applied, and when), the
+dead-letter store (``subscribers.dead_letters``) and, when given, what waits in the retry
+tiers right now (:mod:`outbox.retry_peek`). Used by ``qa-ops events`` and the operators' console.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from outbox import subscribers as registry
 from outbox.retry_peek import Sighting
-from outbox.topology import FEED_QUEUE, retry_queue_name
+from outbox.topology import retry_queue_name
 from outbox.tracing import trace_id_of
 
 
@@ -31,11 +32,10 @@ class SubscriberSpec:
 
 
 def known_subscribers(retry_delays: list[float]) -> list[SubscriberSpec]:
-    """The subscribers of ``qa.events`` that keep an inbox."""
+    """The subscribers of ``qa.events`` that keep an inbox (every registered one)."""
     return [
-        SubscriberSpec(
-            "feed", FEED_QUEUE, tuple(retry_queue_name(FEED_QUEUE, d) for d in retry_delays)
-        )
+        SubscriberSpec(s.name, s.queue, tuple(retry_queue_name(s.name, d) for d in retry_delays))
+        for s in registry.discover().values()
     ]
 
 
@@ -80,12 +80,14 @@ OUTBOX_SQL = text(
     FROM qa.outbox WHERE event_id = :event_id ORDER BY id
     """
 )
-INBOX_SQL = text("SELECT consumer, processed_at FROM feed.inbox WHERE event_id = :event_id")
+INBOX_SQL = text(
+    "SELECT subscriber, processed_at FROM subscribers.inbox WHERE event_id = :event_id"
+)
 DEAD_SQL = text(
     """
     SELECT id, failed_queue, status, error_class, error_message, disposition, attempts,
            dead_lettered_at, headers
-    FROM feed.dead_letters WHERE message_id = :message_id ORDER BY id
+    FROM subscribers.dead_letters WHERE message_id = :message_id ORDER BY id
     """
 )
 
@@ -111,7 +113,7 @@ def event_journey(
     (``None``: the retry tiers were not looked at)."""
     rows = [dict(r) for r in conn.execute(OUTBOX_SQL, {"event_id": event_id}).mappings()]
     inbox = {
-        r["consumer"]: r["processed_at"]
+        r["subscriber"]: r["processed_at"]
         for r in feed_conn.execute(INBOX_SQL, {"event_id": event_id}).mappings()
     }
     dead = [dict(r) for r in conn.execute(DEAD_SQL, {"message_id": str(event_id)}).mappings()]
@@ -166,7 +168,7 @@ EVENTS_OF_QUESTION_SQL = text(
 # Dead letters outlive the outbox rows: find them by the question id in their body.
 DEAD_OF_QUESTION_SQL = text(
     """
-    SELECT DISTINCT message_id FROM feed.dead_letters
+    SELECT DISTINCT message_id FROM subscribers.dead_letters
     WHERE message_id IS NOT NULL AND position(convert_to(:qid, 'UTF8') IN body) > 0
     """
 )

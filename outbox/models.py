@@ -1,7 +1,8 @@
 """Database schema (SQLAlchemy 2 declarative). Alembic migrations are generated against this.
 
 Schema ``qa`` holds the write side (questions, answers, outbox, tokens, idempotency keys).
-Schema ``feed`` holds the feed read model, the consumer inbox, and the dead-letter store.
+Schema ``feed`` holds the feed read model; schema ``subscribers`` what the subscriber
+runtime keeps for every subscriber: the inbox and the dead-letter store.
 """
 
 from __future__ import annotations
@@ -221,29 +222,33 @@ class FeedQuestion(Base):
 
 
 class InboxEntry(Base):
-    """Event ids a consumer has applied; written in the same transaction as the projection."""
+    """Event ids a subscriber has applied, in the subscriber's own database: written in the
+    same transaction as a projection, or right after a side effect. Rows older than
+    ``QA_INBOX_RETENTION_SECONDS`` are deleted."""
 
     __tablename__ = "inbox"
-    __table_args__ = {"schema": "feed"}
+    __table_args__ = (Index(None, "subscriber", "processed_at"), {"schema": "subscribers"})
 
-    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(64), primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(100))
     processed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class DeadLetter(Base):
-    """A message a consumer gave up on, with its original body and headers byte for byte."""
+    """A message a subscriber gave up on, with its original body and headers byte for byte."""
 
     __tablename__ = "dead_letters"
     __table_args__ = (
         Index(None, "status", "dead_lettered_at"),
         Index(None, "event_type"),
         Index(None, "error_class"),
-        {"schema": "feed"},
+        Index(None, "subscriber", "status"),
+        {"schema": "subscribers"},
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(64))
     # Unique per dead-lettering: a redelivered dead letter is stored once.
     dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
     message_id: Mapped[str | None] = mapped_column(String(255))
@@ -269,10 +274,12 @@ class DeadLetterAudit(Base):
     """Who replayed or discarded which dead letter, when, and with what outcome."""
 
     __tablename__ = "dead_letter_audit"
-    __table_args__ = {"schema": "feed"}
+    __table_args__ = {"schema": "subscribers"}
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    dead_letter_id: Mapped[int] = mapped_column(ForeignKey("feed.dead_letters.id"), index=True)
+    dead_letter_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.dead_letters.id"), index=True
+    )
     action: Mapped[str] = mapped_column(String(16))
     actor: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())

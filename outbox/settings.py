@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -44,9 +44,6 @@ class Settings(BaseSettings):
     # How long an Idempotency-Key's result is kept (a retry after that creates anew).
     # 0 keeps keys forever.
     api_idempotency_retention_seconds: float = Field(default=86400.0, ge=0)
-    # Benchmark only: skip the outbox write so the benchmark can measure its cost.
-    # Turning it on breaks guarantee 1; the API logs a warning at start-up when it is set.
-    bench_disable_outbox: bool = False
 
     # Start-up: how long a process keeps trying to reach its services before giving up.
     startup_timeout_seconds: float = Field(default=30.0, ge=0)
@@ -83,6 +80,11 @@ class Settings(BaseSettings):
     # cluster node. Fixed when a queue is created: changing it later makes the declare
     # fail (PRECONDITION_FAILED); grow or shrink existing queues with rabbitmq-queues.
     quorum_initial_group_size: int | None = Field(default=None, ge=1)
+    # Every subscriber deletes its inbox rows older than this (0 keeps them forever),
+    # at most inbox_retention_batch rows per transaction, every ..._interval_seconds.
+    inbox_retention_seconds: float = Field(default=7 * 86400.0, ge=0)
+    inbox_retention_batch: int = Field(default=5000, ge=1)
+    inbox_retention_interval_seconds: float = Field(default=300.0, gt=0)
 
     # Email notifier: where mail goes (smtp://[user:password@]host[:port], smtps:// for
     # implicit TLS, ?starttls=1 to upgrade), its From, the SMTP timeout, and how long an
@@ -96,8 +98,9 @@ class Settings(BaseSettings):
     console_host: str = "127.0.0.1"
     console_port: int = 8081
     console_session_hours: float = Field(default=8.0, gt=0)
-    # RabbitMQ management HTTP API (queue depths, consumers); its vhost is QA_AMQP_URL's.
-    rabbitmq_management_url: SecretStr = SecretStr("http://guest:guest@127.0.0.1:15672/")
+    # RabbitMQ management HTTP API (topology check; console). Default: the AMQP host,
+    # port 15672, the AMQP user and password; its vhost is QA_AMQP_URL's.
+    rabbitmq_management_url: SecretStr = SecretStr("")
 
     log_level: str = "INFO"
     # text for people at a terminal, json (one object per line) for log collectors.
@@ -119,6 +122,14 @@ class Settings(BaseSettings):
             raise ValueError("retry delays must be positive seconds")
         return value
 
+    @model_validator(mode="after")
+    def _derive_management_url(self) -> Settings:
+        if not self.rabbitmq_management_url.get_secret_value():
+            object.__setattr__(
+                self, "rabbitmq_management_url", SecretStr(management_url_for(self.amqp_url))
+            )
+        return self
+
     @property
     def feed_url(self) -> SecretStr:
         """The database holding the feed read model and its inbox."""
@@ -133,3 +144,22 @@ def redact(url: str | SecretStr) -> str:
 
         return redact_nodes(raw)
     return make_url(raw).render_as_string(hide_password=True)
+
+
+def management_url_for(amqp_url: SecretStr) -> str:
+    """``http://user:password@host:15672/`` for the (first) broker node of ``amqp_url``."""
+    from yarl import URL
+
+    from outbox.amqp import first_node
+
+    amqp = first_node(amqp_url.get_secret_value())
+    return str(
+        URL.build(
+            scheme="https" if amqp.scheme == "amqps" else "http",
+            user=amqp.user or "guest",
+            password=amqp.password or "guest",
+            host=amqp.host or "127.0.0.1",
+            port=15672,
+            path="/",
+        )
+    )

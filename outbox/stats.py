@@ -46,7 +46,7 @@ LEADERS_SQL = text(
     """
 )
 DEAD_BY_QUEUE_SQL = text(
-    "SELECT failed_queue, count(*) AS dead FROM feed.dead_letters"
+    "SELECT failed_queue, count(*) AS dead FROM subscribers.dead_letters"
     " WHERE status = 'dead' GROUP BY failed_queue"
 )
 
@@ -76,8 +76,8 @@ def dead_by_queue(conn: Connection) -> dict[str, int]:
 def applied_last_minute(feed_conn: Connection) -> dict[str, int]:
     """Events each consumer applied in the last minute (its inbox rows)."""
     query = (
-        select(InboxEntry.consumer, func.count())
+        select(InboxEntry.subscriber, func.count())
         .where(InboxEntry.processed_at >= func.now() - timedelta(minutes=1))
-        .group_by(InboxEntry.consumer)
+        .group_by(InboxEntry.subscriber)
     )
     return {consumer: int(n) for consumer, n in feed_conn.execute(query)}

@@ -1,4 +1,4 @@
-"""Run API, relay, feed consumer, dead-letter archiver and console together until Ctrl-C.
+"""Run API, relay, every subscriber, the dead-letter archiver and the console until Ctrl-C.
 
 Development convenience for the quick start (production runs each command under its
 own supervisor: systemd, Kubernetes, docker-compose). If one process exits, the others
@@ -15,13 +15,16 @@ import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# Every registered subscriber (entry points "qa.subscribers") runs as `qa-consumer run NAME`.
+SUBSCRIBERS = sorted({point.name for point in entry_points(group="qa.subscribers")})
 COMMANDS = {
     "api": [str(BIN / "qa-api")],
     "relay": [str(BIN / "qa-relay")],
-    "feed": [str(BIN / "qa-consumer"), "feed"],
+    **{name: [str(BIN / "qa-consumer"), "run", name] for name in SUBSCRIBERS},
     "dead-letters": [str(BIN / "qa-consumer"), "dead-letters"],
     "console": [str(BIN / "qa-console")],
 }

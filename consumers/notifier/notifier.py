@@ -37,7 +37,6 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from consumers.disposition import is_transient
 from consumers.notifier import state
 from consumers.notifier.crashpoint import crash_point
 from consumers.notifier.mail import Notification, SmtpSender
@@ -49,6 +48,7 @@ from outbox.events import (
     UserRegisteredV1,
     UserUpdatedV1,
 )
+from outbox.transient import is_transient
 
 log = logging.getLogger("qa.consumer.notifier")
 

@@ -7,7 +7,7 @@ reports, Jepsen-style:
 
 * events committed (outbox rows) and the guarantee-1 cross-check (every question and
   answer has exactly one event and vice versa);
-* **lost**: committed events never applied by the feed consumer (not in ``feed.inbox``)
+* **lost**: committed events never applied by the feed consumer (not in ``subscribers.inbox``)
   nor dead-lettered, and feed rows showing fewer answers than were committed;
 * **duplicates applied**: feed rows counting more answers than were committed;
 * duplicates delivered: event ids the broker delivered more than once to an observer
@@ -196,12 +196,13 @@ def check(
         inbox = {
             str(row[0])
             for row in conn.execute(
-                text("SELECT event_id FROM feed.inbox WHERE consumer = :c"), {"c": consumer}
+                text("SELECT event_id FROM subscribers.inbox WHERE subscriber = :c"),
+                {"c": consumer},
             )
         }
         dead = [
             row[0]
-            for row in conn.execute(text("SELECT message_id FROM feed.dead_letters"))
+            for row in conn.execute(text("SELECT message_id FROM subscribers.dead_letters"))
             if row[0] is not None
         ]
         answer_ids = {str(r[0]) for r in conn.execute(text("SELECT id FROM qa.answers"))}

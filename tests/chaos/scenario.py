@@ -204,11 +204,12 @@ def _progress(dep: Deployment) -> tuple[int, ...]:
         ).scalar_one()
         unapplied = conn.execute(
             text(
-                "SELECT count(*) FROM qa.outbox o WHERE NOT EXISTS (SELECT 1 FROM feed.inbox i "
-                "WHERE i.consumer = 'feed' AND i.event_id = o.event_id)"
+                "SELECT count(*) FROM qa.outbox o WHERE NOT EXISTS"
+                " (SELECT 1 FROM subscribers.inbox i"
+                " WHERE i.subscriber = 'feed' AND i.event_id = o.event_id)"
             )
         ).scalar_one()
-        inbox = conn.execute(text("SELECT count(*) FROM feed.inbox")).scalar_one()
+        inbox = conn.execute(text("SELECT count(*) FROM subscribers.inbox")).scalar_one()
         backoff = conn.execute(
             text(
                 "SELECT coalesce(extract(epoch FROM max(next_attempt_at) - now()), 0) "

@@ -1,8 +1,9 @@
 """Property-based chaos on the feed's apply path (Hypothesis ``RuleBasedStateMachine``).
 
 The machine posts questions and answers (the truth), and plays a hostile broker against
-the consumer's real apply path - ``outbox.events.decode`` -> ``consumers.feed.change_of``
--> ``consumers.feed.apply_changes`` in real PostgreSQL transactions:
+the consumer's real apply path - ``outbox.events.decode`` -> the runtime's inbox claim
+(``consumers.runtime.inbox.claim``) -> ``consumers.feed.apply`` in real PostgreSQL
+transactions:
 
 * deliveries in any order and any batch split (reorders),
 * duplicates (a relay re-publish after a crash, a broker redelivery, an operator replay
@@ -42,7 +43,8 @@ from hypothesis.stateful import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.feed import apply_changes, change_of
+from consumers.feed import apply as feed_apply
+from consumers.runtime import inbox
 from outbox.db import make_async_engine
 from outbox.errors import PermanentMessageError
 from outbox.events import AnswerCreatedV1, QuestionCreatedV1, decode, new_envelope
@@ -159,7 +161,7 @@ class FeedMachine(RuleBasedStateMachine):
         changes, poison = [], []
         for body in batch:
             try:
-                changes.append(change_of(decode(body)))
+                changes.append(decode(body))
             except PermanentMessageError:
                 poison.append(body)
         applied = self._run(self._apply(changes, commit=not crash))
@@ -169,14 +171,17 @@ class FeedMachine(RuleBasedStateMachine):
         for body in batch:
             self.pending.remove(body)
         self.poison_seen += len(poison)
-        new_ids = {c.event_id for c in changes} - self.acked
+        new_ids = {c.envelope.id for c in changes} - self.acked
         assert applied == new_ids, "apply must report exactly the events new to the inbox"
         self.acked |= new_ids
 
     async def _apply(self, changes: list[Any], commit: bool) -> set[uuid.UUID]:
         async with self.engine.connect() as conn:
             trans = await conn.begin()
-            applied = await apply_changes(conn, changes, consumer=CONSUMER) if changes else set()
+            applied = await inbox.claim(conn, CONSUMER, changes)
+            # Once per new event, however often it is in the batch (as the runtime does).
+            first = {c.envelope.id: c for c in reversed(changes) if c.envelope.id in applied}
+            await feed_apply(conn, list(first.values()))
             if commit:
                 await trans.commit()
             else:
@@ -231,8 +236,8 @@ class FeedMachine(RuleBasedStateMachine):
                 )
                 inbox = await conn.execute(
                     text(
-                        "SELECT event_id FROM feed.inbox "
-                        "WHERE consumer = :c AND event_id = ANY(:ids)"
+                        "SELECT event_id FROM subscribers.inbox "
+                        "WHERE subscriber = :c AND event_id = ANY(:ids)"
                     ),
                     {"c": CONSUMER, "ids": list(self.bodies)},
                 )
@@ -265,7 +270,7 @@ class FeedMachine(RuleBasedStateMachine):
             changes = []
             for body in self.pending:
                 try:
-                    changes.append(change_of(decode(body)))
+                    changes.append(decode(body))
                 except PermanentMessageError:
                     self.poison_seen += 1
             self._run(self._apply(changes, commit=True))

@@ -99,12 +99,12 @@ def test_metrics_are_served_while_consuming(settings: Settings, tmp_path: Path) 
         port = consumer.env["QA_CONSUMER_METRICS_PORT"]
         body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         for name in (
-            "qa_feed_events_applied_total",
-            "qa_feed_duplicates_skipped_total",
-            "qa_feed_retried_total",
-            "qa_feed_dead_lettered_total",
-            "qa_feed_batch_duration_seconds",
-            "qa_feed_commit_to_applied_seconds",
+            "qa_subscriber_events_applied_total",
+            "qa_subscriber_duplicates_skipped_total",
+            "qa_subscriber_retried_total",
+            "qa_subscriber_dead_lettered_total",
+            "qa_subscriber_batch_duration_seconds",
+            "qa_subscriber_commit_to_applied_seconds",
         ):
             assert name in body
     finally:

@@ -18,11 +18,11 @@ from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from consumers import archiver
+from consumers.runtime import archiver
 from outbox.errors import StartupError
 from outbox.headers import from_jsonable
 from outbox.settings import Settings
-from outbox.topology import FEED_DEAD_QUEUE, declare_feed
+from tests.integration.test_feed_support import FEED_DEAD_QUEUE, declare
 from tests.support.tcpproxy import TcpProxy
 
 
@@ -39,7 +39,7 @@ async def wait_until(check: Callable[[], Any], within: float = 20.0, what: str =
 
 def rows_for(db: Engine, column: str, value: str) -> list[dict[str, Any]]:
     with db.connect() as conn:
-        query = text(f"SELECT * FROM feed.dead_letters WHERE {column} = :v ORDER BY id")
+        query = text(f"SELECT * FROM subscribers.dead_letters WHERE {column} = :v ORDER BY id")
         return [dict(r) for r in conn.execute(query, {"v": value}).mappings()]
 
 
@@ -64,7 +64,7 @@ async def channel(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractChan
     connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
     async with connection:
         ch = await connection.channel(publisher_confirms=True)
-        await declare_feed(ch, settings.retry_delays, settings.delivery_limit)
+        await declare(connection, ch, settings)
         yield ch
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, make_url, text
 
-from consumers.archiver import run_archiver
+from consumers.runtime.archiver import run_archiver
 from outbox.settings import Settings
 from outbox.topology import EVENTS_EXCHANGE
 from tests.integration.test_feed_support import (
@@ -54,7 +54,7 @@ async def archiving(settings: Settings) -> AsyncIterator[None]:
 
 def stored(db: Engine, message_id: str) -> list[dict[str, Any]]:
     with db.connect() as conn:
-        query = text("SELECT * FROM feed.dead_letters WHERE message_id = :m ORDER BY id")
+        query = text("SELECT * FROM subscribers.dead_letters WHERE message_id = :m ORDER BY id")
         return [dict(r) for r in conn.execute(query, {"m": message_id}).mappings()]
 
 
@@ -154,6 +154,6 @@ async def test_exhausted_then_fixed_then_replayed_twice_applies_once_to_the_fail
     assert feed is not None and feed["title"] and feed["answer_count"] == 1
     with db.connect() as conn:
         status = conn.scalar(
-            text("SELECT status FROM feed.dead_letters WHERE id = :i"), {"i": row["id"]}
+            text("SELECT status FROM subscribers.dead_letters WHERE id = :i"), {"i": row["id"]}
         )
     assert status == "replayed"

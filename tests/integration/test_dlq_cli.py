@@ -61,6 +61,7 @@ def add_letter(db: Engine, event_type: str, **overrides: Any) -> int:
         "event_type": event_type,
         "routing_key": event_type,
         "failed_queue": "feed.events",
+        "subscriber": "feed",
         "body": json.dumps({"id": message_id, "type": event_type}).encode(),
         "properties": {"message_id": message_id, "type": event_type},
         "headers": to_jsonable(headers),

@@ -24,9 +24,10 @@ from outbox.events import QuestionCreatedV1, new_envelope
 from outbox.headers import to_jsonable
 from outbox.models import DeadLetter, InboxEntry
 from outbox.settings import Settings
-from outbox.topology import FEED_QUEUE, retry_queue_arguments, retry_queue_name
+from outbox.topology import retry_queue_arguments, retry_queue_name
 from outbox.uow import UnitOfWork
 
+FEED_QUEUE = "feed.events"
 QA_OPS = str(Path(sys.executable).parent / "qa-ops")
 RUNNER = CliRunner()
 # The longest default tier: a message put there stays for the whole test.
@@ -80,12 +81,12 @@ def mark_published(db: Engine, event_id: uuid.UUID) -> None:
 
 
 async def _to_retry_tier(settings: Settings, event_id: uuid.UUID, attempts: int) -> str:
-    tier = retry_queue_name(FEED_QUEUE, TIER_SECONDS)
+    tier = retry_queue_name("feed", TIER_SECONDS)
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.declare_queue(
-            tier, durable=True, arguments=retry_queue_arguments(TIER_SECONDS, FEED_QUEUE)
+            tier, durable=True, arguments=retry_queue_arguments("feed", TIER_SECONDS)
         )
         await channel.default_exchange.publish(
             aio_pika.Message(
@@ -136,7 +137,9 @@ def test_delivered_event_shows_the_inbox_time(settings: Settings, db: Engine) ->
     out = show_json(event_id, "--no-broker")
     assert out["subscribers"][0]["status"] == "waiting"  # published, not applied yet
     with db.begin() as conn:
-        conn.execute(insert(InboxEntry).values(consumer="feed", event_id=event_id, event_type="q"))
+        conn.execute(
+            insert(InboxEntry).values(subscriber="feed", event_id=event_id, event_type="q")
+        )
     out = show_json(event_id, "--no-broker")
     assert out["outbox_status"] == "published"
     (feed,) = out["subscribers"]
@@ -146,7 +149,9 @@ def test_delivered_event_shows_the_inbox_time(settings: Settings, db: Engine) ->
 def test_purged_event_is_explained_by_retention(settings: Settings, db: Engine) -> None:
     event_id = write_event(settings)
     with db.begin() as conn:
-        conn.execute(insert(InboxEntry).values(consumer="feed", event_id=event_id, event_type="q"))
+        conn.execute(
+            insert(InboxEntry).values(subscriber="feed", event_id=event_id, event_type="q")
+        )
         conn.execute(text("DELETE FROM qa.outbox WHERE event_id = :e"), {"e": event_id})
     out = show_json(event_id, "--no-broker")
     assert out["outbox_status"] == "purged" and out["outbox"] is None
@@ -185,6 +190,7 @@ def test_dead_lettered_event_names_its_dead_letter(settings: Settings, db: Engin
                 event_type="question.created",
                 routing_key="question.created",
                 failed_queue=FEED_QUEUE,
+                subscriber="feed",
                 body=json.dumps({"id": str(event_id), "aggregate_id": str(qid)}).encode(),
                 properties={},
                 headers=to_jsonable({"traceparent": traceparent}),

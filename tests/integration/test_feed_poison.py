@@ -65,10 +65,12 @@ POISON: list[tuple[str, bytes, str, set[str]]] = [
         "question.created",
         {"SchemaViolation", "UndecodableBody"},
     ),
+    # Bindings are exact, so an unknown type reaches feed.events only under a bound key
+    # (or by a direct publish); it must still be dead-lettered, not crash the consumer.
     (
         "unknown-type",
         orjson.dumps(_envelope(type="question.deleted")),
-        "question.deleted",
+        "question.created",
         {"UnknownEventType"},
     ),
     (

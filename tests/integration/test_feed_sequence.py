@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from consumers.feed import ACCEPTS, apply_changes, change_of
+from consumers.feed import ACCEPTS
+from consumers.feed import apply as feed_apply
+from consumers.runtime import inbox
 from outbox.db import make_async_engine
 from outbox.events import (
     AnswerCreatedV1,
@@ -92,9 +94,12 @@ def loop_and_engine(services: dict[str, str]) -> Iterator[tuple[asyncio.Abstract
 
 async def _apply(engine: AsyncEngine, batches: list[list[bytes]]) -> None:
     for batch in batches:
-        changes = [change_of(decode_for(body, ACCEPTS)) for body in batch]
+        events = [decode_for(body, ACCEPTS) for body in batch]
         async with engine.begin() as conn:
-            await apply_changes(conn, changes, consumer=CONSUMER)
+            # The runtime's path: inbox rows decide which events are new, then the feed.
+            fresh = await inbox.claim(conn, CONSUMER, events)
+            first = {e.envelope.id: e for e in reversed(events) if e.envelope.id in fresh}
+            await feed_apply(conn, list(first.values()))
 
 
 async def _row(engine: AsyncEngine, qid: uuid.UUID) -> Any:

@@ -22,10 +22,42 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from sqlalchemy import Engine, text
 
-from consumers.service import run_feed
+from consumers.feed import SUBSCRIBER as FEED
+from consumers.runtime.consumer import OnDelivery
+from consumers.runtime.service import run_subscriber
 from outbox.events import AnswerCreatedV1, Envelope, QuestionCreatedV1, new_envelope
 from outbox.settings import Settings
-from outbox.topology import EVENTS_EXCHANGE, FEED_DEAD_QUEUE, declare_feed
+from outbox.subscribers import Subscriber
+from outbox.topology import EVENTS_EXCHANGE, SubscriberTopology, declare_subscriber
+
+FEED_QUEUE = FEED.queue
+FEED_DEAD_QUEUE = FEED.dead_queue
+
+
+async def declare(
+    connection: AbstractRobustConnection,
+    channel: AbstractChannel,
+    settings: Settings,
+    subscriber: Subscriber = FEED,
+) -> SubscriberTopology:
+    """Declare ``subscriber``'s topology (the feed's by default) as its process would."""
+    return await declare_subscriber(
+        connection,
+        channel,
+        subscriber.name,
+        subscriber.bindings,
+        settings.retry_delays,
+        settings.delivery_limit,
+    )
+
+
+async def run_feed(
+    settings: Settings,
+    *,
+    on_delivery: OnDelivery | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    await run_subscriber(settings, FEED, on_delivery=on_delivery, ready=ready)
 
 
 def question_event(qid: uuid.UUID | None = None, **data: Any) -> Envelope:
@@ -81,7 +113,7 @@ async def broker(settings: Settings) -> AsyncIterator[AbstractChannel]:
     )
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        await declare_feed(channel, settings.retry_delays, settings.delivery_limit)
+        await declare(connection, channel, settings)
         yield channel
 
 
@@ -134,15 +166,20 @@ async def dead_letters(settings: Settings) -> AsyncIterator[DeadLetters]:
 
 
 @contextlib.asynccontextmanager
-async def running_consumer(settings: Settings, **overrides: Any) -> AsyncIterator[Deliveries]:
-    """``run_feed`` as a task of this event loop; cancelled (a SIGTERM-like stop) on exit."""
+async def running_consumer(
+    settings: Settings, subscriber: Subscriber = FEED, **overrides: Any
+) -> AsyncIterator[Deliveries]:
+    """``subscriber`` (the feed by default) as a task of this event loop; cancelled (a
+    SIGTERM-like stop) on exit."""
     deliveries = Deliveries()
     ready = asyncio.Event()
     # Built anew (not model_copy) so overrides are validated like environment values.
     consumer_settings = Settings(
         **{**settings.model_dump(), "consumer_metrics_port": 0, **overrides}
     )
-    task = asyncio.create_task(run_feed(consumer_settings, on_delivery=deliveries, ready=ready))
+    task = asyncio.create_task(
+        run_subscriber(consumer_settings, subscriber, on_delivery=deliveries, ready=ready)
+    )
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     if not ready.is_set():
@@ -189,13 +226,13 @@ def feed_row(db: Engine, qid: uuid.UUID) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-def inbox_ids(db: Engine, ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+def inbox_ids(db: Engine, ids: Iterable[uuid.UUID], subscriber: str = "feed") -> set[uuid.UUID]:
     with db.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT event_id FROM feed.inbox WHERE consumer = 'feed'"
+                "SELECT event_id FROM subscribers.inbox WHERE subscriber = :s"
                 " AND event_id = ANY(CAST(:ids AS uuid[]))"
             ),
-            {"ids": list(ids)},
+            {"ids": list(ids), "s": subscriber},
         )
         return {row[0] for row in rows}

@@ -60,7 +60,7 @@ def test_api_writes_questions_and_outbox_but_cannot_touch_published_state(grante
         assert _denied(conn, "UPDATE qa.outbox SET published_at = now()")
         assert _denied(conn, "UPDATE qa.questions SET author = 'mallory'")
         assert _denied(conn, "DELETE FROM qa.outbox")
-        assert _denied(conn, "INSERT INTO feed.inbox VALUES ('x', gen_random_uuid(), 't')")
+        assert _denied(conn, "INSERT INTO subscribers.inbox VALUES ('x', gen_random_uuid(), 't')")
         assert _denied(conn, "INSERT INTO qa.api_tokens (user_name, token_hash) VALUES ('a','b')")
 
 
@@ -75,19 +75,19 @@ def test_relay_only_reads_marks_and_purges_the_outbox(granted_db: str) -> None:
 
 def test_consumer_and_archiver_stay_in_their_tables(granted_db: str) -> None:
     with _as("qa_consumer", granted_db) as conn:
-        conn.execute("INSERT INTO feed.inbox VALUES ('feed', gen_random_uuid(), 't')")
+        conn.execute("INSERT INTO subscribers.inbox VALUES ('feed', gen_random_uuid(), 't')")
         assert _denied(conn, "SELECT * FROM qa.outbox")
-        assert _denied(conn, "SELECT * FROM feed.dead_letters")
+        assert _denied(conn, "SELECT * FROM subscribers.dead_letters")
     with _as("qa_archiver", granted_db) as conn:
-        conn.execute("SELECT * FROM feed.dead_letters")
-        assert _denied(conn, "SELECT * FROM feed.inbox")
+        conn.execute("SELECT * FROM subscribers.dead_letters")
+        assert _denied(conn, "SELECT * FROM subscribers.inbox")
         assert _denied(conn, "SELECT * FROM qa.outbox")
 
 
 def test_ops_can_replay_through_the_outbox(granted_db: str) -> None:
     with _as("qa_ops", granted_db) as conn:
         conn.execute(OUTBOX_ROW)
-        conn.execute("UPDATE feed.dead_letters SET status = 'dead' WHERE false")
+        conn.execute("UPDATE subscribers.dead_letters SET status = 'dead' WHERE false")
 
 
 async def test_the_real_api_works_as_its_least_privileged_role(granted_db: str) -> None:

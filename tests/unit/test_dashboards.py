@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY, CollectorRegistry
 
-import consumers.archiver
-import consumers.metrics
+import consumers.runtime.archiver
+import consumers.runtime.metrics
 import relay.metrics
 from api.metrics import ApiMetrics
 
@@ -19,7 +19,9 @@ DASHBOARD = ROOT / "deploy/grafana/dashboards/qa-outbox.json"
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"
 METRIC = re.compile(r"\bqa_[a-z_]+\b")
 
-assert consumers.archiver and consumers.metrics and relay.metrics  # registered on import
+assert (
+    consumers.runtime.archiver and consumers.runtime.metrics and relay.metrics
+)  # registered on import
 
 
 def exported() -> set[str]:

@@ -9,16 +9,15 @@ import psycopg.errors
 import pytest
 import sqlalchemy.exc
 
-from consumers.disposition import (
+from consumers.runtime.disposition import (
     ACK,
     DispositionKind,
     ErrorKind,
     Outcome,
     classify,
-    error_class,
-    is_transient,
 )
 from outbox.errors import SchemaViolation, UndecodableBody, UnknownEventType
+from outbox.transient import error_class, is_transient
 
 DELAYS = [1.0, 5.0, 30.0]
 

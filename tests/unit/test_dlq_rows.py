@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from consumers.archive_store import jsonable, letter_row
+from consumers.runtime.archive_store import jsonable, letter_row
 from ops.dlq_render import safe
 from outbox.deadletters import FAILURE_HEADERS, event_id_for, replay_headers
 from outbox.headers import from_jsonable
@@ -56,7 +56,7 @@ def ours(**extra: Any) -> dict[str, Any]:
 
 def test_our_dead_letter_keeps_its_id_as_dedup_key_and_its_reasons() -> None:
     headers = ours(custom=b"\x00\xff", when=datetime(2026, 1, 1, tzinfo=UTC))
-    row = letter_row(message(headers, body=b"\xff\xfe not json"))
+    row = letter_row(message(headers, body=b"\xff\xfe not json"), "feed")
     assert row["dedup_key"] == headers["x-dead-letter-id"]
     assert (row["error_class"], row["disposition"], row["attempts"]) == (
         "SchemaViolation",
@@ -81,9 +81,9 @@ def test_broker_dead_letter_is_delivery_limit_with_a_deterministic_key() -> None
             "time": datetime(2026, 1, 2, tzinfo=UTC),
         }
     ]
-    first = letter_row(message({"x-death": death}, message_id="m1"))
-    again = letter_row(message({"x-death": death, "x-delivery-count": 3}, message_id="m1"))
-    other_body = letter_row(message({"x-death": death}, body=b"[]", message_id="m1"))
+    first = letter_row(message({"x-death": death}, message_id="m1"), "feed")
+    again = letter_row(message({"x-death": death, "x-delivery-count": 3}, message_id="m1"), "feed")
+    other_body = letter_row(message({"x-death": death}, body=b"[]", message_id="m1"), "feed")
     assert first["disposition"] == "delivery-limit"
     assert first["error_class"] == "DeliveryLimitExceeded"
     assert first["failed_queue"] == "feed.events"
@@ -94,7 +94,7 @@ def test_broker_dead_letter_is_delivery_limit_with_a_deterministic_key() -> None
 
 def test_hostile_header_values_become_storable_without_losing_their_bytes() -> None:
     headers = {"nul": "a\x00b", "nan": float("nan"), "x-dead-letter-id": 42}
-    row = letter_row(message(headers, message_id="id\x00x"))
+    row = letter_row(message(headers, message_id="id\x00x"), "feed")
     assert "\x00" not in str(row["headers"]) and "\x00" not in str(row["properties"])
     assert from_jsonable(row["headers"])["nul"] == b"a\x00b"
     assert row["headers"]["nan"] == "nan"

@@ -14,8 +14,10 @@ from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 from pamqp.header import ContentHeader
 
-from consumers.disposition import classify
-from consumers.failed_messages import (
+from consumers.feed import SUBSCRIBER as FEED
+from consumers.feed import change_of
+from consumers.runtime.disposition import classify
+from consumers.runtime.failed_messages import (
     H_ORIGINAL_ROUTING_KEY,
     MAX_ERROR_MESSAGE,
     MAX_TRACEBACK,
@@ -23,7 +25,6 @@ from consumers.failed_messages import (
     dead_letter_message,
     retry_message,
 )
-from consumers.feed import change_of, unique_changes
 from outbox.errors import SchemaViolation
 from outbox.events import AnswerCreatedV1, QuestionCreatedV1, decode, new_envelope
 
@@ -56,9 +57,10 @@ def test_answer_sets_only_its_time() -> None:
     assert (change.title, change.subject, change.grade, change.created_at) == (None,) * 4
 
 
-def test_duplicates_inside_a_batch_count_once() -> None:
-    q, a = change_of(decode(_question())), change_of(decode(_answer()))
-    assert unique_changes([q, a, q, a, q]) == [q, a]
+def test_feed_declaration_derives_exact_bindings_and_names() -> None:
+    assert FEED.bindings == ("answer.created", "question.created", "question.edited")
+    assert (FEED.queue, FEED.dead_queue) == ("feed.events", "feed.dead")
+    assert FEED.accepts("question.created", 1) and not FEED.accepts("question.created", 2)
 
 
 class _Channel:
@@ -93,7 +95,7 @@ def test_dead_letter_keeps_body_properties_and_headers_and_says_why() -> None:
     body = b"\xff\xfe not utf-8"
     incoming = _incoming(body, {"x-custom": "kept", "n": 5})
     exc = SchemaViolation("x" * 5000)
-    copy, routing_key = dead_letter_message(incoming, classify(exc, 0, [1.0], 3), exc)
+    copy, routing_key = dead_letter_message("feed", incoming, classify(exc, 0, [1.0], 3), exc)
     assert routing_key == "feed.dead"
     assert copy.body == body
     assert (copy.message_id, copy.type, copy.content_type) == (
@@ -126,7 +128,7 @@ def test_retry_copy_goes_to_its_tier_and_keeps_the_first_routing_key_and_failure
     )
     exc = TimeoutError("db slow")
     copy, routing_key = retry_message(
-        incoming, classify(exc, attempts_of(incoming), [1, 5], 3), exc
+        "feed", incoming, classify(exc, attempts_of(incoming), [1, 5], 3), exc
     )
     assert routing_key == "feed.retry.5000ms"
     assert copy.headers["x-attempts"] == 2
@@ -145,7 +147,7 @@ def test_unreadable_attempt_headers_count_as_zero(value: Any, expected: int) -> 
 
 def test_lone_surrogates_in_error_text_do_not_break_the_headers() -> None:
     exc = ValueError("bad \ud800 text")
-    copy, _ = dead_letter_message(_incoming(b"{}"), classify(exc, 5, [1.0], 0), exc)
+    copy, _ = dead_letter_message("feed", _incoming(b"{}"), classify(exc, 5, [1.0], 0), exc)
     str(copy.headers["x-error-message"]).encode("utf-8")
 
 
@@ -153,7 +155,7 @@ def test_headers_pamqp_decodes_but_cannot_encode_are_made_encodable() -> None:
     # A non-UTF-8 long string arrives as bytes; pamqp encodes only bytearray.
     incoming = _incoming(b"{}", {"raw": b"\xff\xfe", "nested": {"list": [b"\x00"]}})
     exc = ValueError("x")
-    copy, _ = dead_letter_message(incoming, classify(exc, 5, [1.0], 0), exc)
+    copy, _ = dead_letter_message("feed", incoming, classify(exc, 5, [1.0], 0), exc)
     encoded = pamqp_encode.field_table(copy.headers)
     _, decoded = pamqp_decode.field_table(encoded)
     assert bytes(decoded["raw"]) == b"\xff\xfe"

@@ -1,9 +1,9 @@
 """The copies a consumer publishes for a failed message: a delayed retry or a dead letter.
 
 Both keep the original body byte for byte and the original properties; headers are the
-original headers plus why it failed. Retries go to a tier queue (``feed.retry.<ms>``) on
-the default exchange, whose TTL dead-letters them back to ``feed.events`` only. Dead
-letters go to ``feed.dead`` on the default exchange for the archiver.
+original headers plus why it failed. Retries go to a tier queue (``<name>.retry.<ms>ms``)
+on the default exchange, whose TTL dead-letters them back to ``<name>.events`` only. Dead
+letters go to ``<name>.dead`` on the default exchange for the archiver.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from consumers.disposition import Disposition, DispositionKind
+from consumers.runtime.disposition import Disposition, DispositionKind
 from outbox.headers import encodable
 from outbox.topology import (
-    FEED_DEAD_QUEUE,
-    FEED_QUEUE,
     H_ATTEMPTS,
     H_DEAD_LETTER_ID,
     H_DISPOSITION,
@@ -28,13 +26,14 @@ from outbox.topology import (
     H_ERROR_MESSAGE,
     H_FAILED_QUEUE,
     H_FIRST_FAILED_AT,
+    H_ORIGINAL_ROUTING_KEY,
+    H_SUBSCRIBER,
     H_TRACEBACK,
+    dead_queue_name,
+    queue_name,
     retry_queue_name,
 )
 
-# The routing key of the first delivery: retried copies arrive with routing key
-# "feed.events" (the tier dead-letters through the default exchange), so keep the original.
-H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 # Properties a dead letter cannot keep as properties (see _properties) go to headers.
 H_ORIGINAL_EXPIRATION = "x-original-expiration"
 H_ORIGINAL_USER_ID = "x-original-user-id"
@@ -88,7 +87,7 @@ def _properties(message: AbstractIncomingMessage, *, dead: bool) -> dict[str, An
     }
     # user_id is checked by the broker against the publishing user, so a copy published
     # by the consumer could be refused; an expiring dead letter would vanish from
-    # feed.dead. Both are kept as headers instead.
+    # <name>.dead. Both are kept as headers instead.
     if not dead:
         props["expiration"] = message.expiration
     return props
@@ -107,6 +106,7 @@ def _failure_headers(
 
 
 def retry_message(
+    subscriber: str,
     message: AbstractIncomingMessage,
     disposition: Disposition,
     exc: BaseException,
@@ -117,18 +117,20 @@ def retry_message(
         raise ValueError("a retry needs a delay")
     headers = _failure_headers(message, disposition, exc, now or datetime.now(UTC))
     copy = aio_pika.Message(message.body, headers=headers, **_properties(message, dead=False))
-    return copy, retry_queue_name(FEED_QUEUE, disposition.delay)
+    return copy, retry_queue_name(subscriber, disposition.delay)
 
 
 def dead_letter_message(
+    subscriber: str,
     message: AbstractIncomingMessage,
     disposition: Disposition,
     exc: BaseException,
     now: datetime | None = None,
 ) -> tuple[aio_pika.Message, str]:
-    """The dead letter for ``feed.dead`` and its routing key."""
+    """The dead letter for ``<subscriber>.dead`` and its routing key."""
     headers = _failure_headers(message, disposition, exc, now or datetime.now(UTC))
-    headers[H_FAILED_QUEUE] = FEED_QUEUE
+    headers[H_FAILED_QUEUE] = queue_name(subscriber)
+    headers[H_SUBSCRIBER] = subscriber
     headers[H_DISPOSITION] = str(disposition.kind or DispositionKind.UNKNOWN)
     headers[H_DEAD_LETTER_ID] = str(uuid.uuid4())
     headers[H_TRACEBACK] = traceback_excerpt(exc)
@@ -137,4 +139,4 @@ def dead_letter_message(
     if message.user_id is not None:
         headers.setdefault(H_ORIGINAL_USER_ID, message.user_id)
     copy = aio_pika.Message(message.body, headers=headers, **_properties(message, dead=True))
-    return copy, FEED_DEAD_QUEUE
+    return copy, dead_queue_name(subscriber)

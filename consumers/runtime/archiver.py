@@ -1,4 +1,5 @@
-"""``qa-consumer dead-letters``: archive ``feed.dead`` into ``feed.dead_letters``.
+"""``qa-consumer dead-letters``: archive every subscriber's ``<name>.dead`` into
+``subscribers.dead_letters`` (one archiver for all, each row labelled with its subscriber).
 
 Messages are stored in batches, one transaction per batch, and acked only after that
 transaction committed; a redelivered copy is skipped by its dedup key. While the
@@ -13,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from prometheus_client import Counter, start_http_server
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tenacity import (
     AsyncRetrying,
@@ -29,17 +29,22 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from consumers.archive_store import letter_row, store
+from consumers.runtime.archive_store import letter_row, store
+from outbox import subscribers
 from outbox.amqp import connect_cluster
 from outbox.db import make_async_engine
 from outbox.runtime import connect_with_retry
 from outbox.settings import Settings, redact
-from outbox.topology import declare_feed
+from outbox.topology import declare_dead_queue
+from outbox.transient import is_transient
 
 log = logging.getLogger("qa.archiver")
+Letter = tuple[str, AbstractIncomingMessage]  # (subscriber, message from <subscriber>.dead)
 
 ARCHIVED = Counter(
-    "qa_dead_letters_archived_total", "Dead letters stored in feed.dead_letters.", ["disposition"]
+    "qa_dead_letters_archived_total",
+    "Dead letters stored in subscribers.dead_letters.",
+    ["subscriber", "disposition"],
 )
 DUPLICATES = Counter(
     "qa_dead_letters_duplicates_total", "Redelivered dead letters that were already stored."
@@ -59,13 +64,6 @@ STORE_RETRY_BUDGET_SECONDS = 10.0
 REFUSED_BACKOFF_SECONDS = 5.0
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Errors that go away by themselves (connection loss, restart, timeouts)."""
-    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     STORE_FAILURES.labels(kind="transient").inc()
@@ -77,7 +75,7 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 class Archiver:
-    """Consumes one queue of dead letters into the store. Strong references are kept to
+    """Consumes the subscribers' dead-letter queues into the store. Strong references are kept to
     the queue and consumer tag so they are not garbage-collected."""
 
     def __init__(
@@ -85,19 +83,20 @@ class Archiver:
     ) -> None:
         self._engine = engine
         self._retry_budget = retry_budget_seconds
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        await self._inbox.put(message)
+        self._inbox: asyncio.Queue[Letter] = asyncio.Queue()
+        self._queues: dict[str, AbstractQueue] = {}
+        self._consumer_tags: dict[str, str] = {}
 
     async def run(
-        self, queue: AbstractQueue, on_consuming: Callable[[], None] | None = None
+        self,
+        queues: Mapping[str, AbstractQueue],
+        on_consuming: Callable[[], None] | None = None,
     ) -> None:
-        """Consume ``queue`` until cancelled; ``on_consuming`` runs once deliveries flow."""
-        self._queue = queue
-        self._consumer_tag = await queue.consume(self._on_message)
+        """Consume every ``{subscriber: dead queue}`` until cancelled; ``on_consuming``
+        runs once deliveries flow."""
+        self._queues = dict(queues)
+        for name, queue in self._queues.items():
+            self._consumer_tags[name] = await queue.consume(self._receiver(name))
         if on_consuming is not None:
             on_consuming()
         try:
@@ -108,16 +107,23 @@ class Archiver:
                 await self.archive(batch)
         finally:
             # Unsettled messages return to the queue when the channel closes.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(queue.cancel(self._consumer_tag))
+            for name, tag in self._consumer_tags.items():
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._queues[name].cancel(tag))
 
-    async def archive(self, batch: list[AbstractIncomingMessage]) -> None:
+    def _receiver(self, subscriber: str) -> Callable[[AbstractIncomingMessage], Any]:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._inbox.put((subscriber, message))
+
+        return on_message
+
+    async def archive(self, batch: list[Letter]) -> None:
         """Store ``batch`` and ack it, or hand it back to the broker unacked."""
         rows: list[dict[str, Any]] = []
         kept: list[AbstractIncomingMessage] = []
-        for message in batch:
+        for subscriber, message in batch:
             try:
-                rows.append(letter_row(message))
+                rows.append(letter_row(message, subscriber))
                 kept.append(message)
             except Exception:
                 log.exception("cannot build a row for dead letter %r", message.message_id)
@@ -132,21 +138,22 @@ class Archiver:
                 await self._give_back(kept)
             elif len(kept) > 1:
                 # One bad row must not block the others: store them one by one.
-                for message in kept:
-                    await self.archive([message])
+                for subscriber, message in batch:
+                    if message in kept:
+                        await self.archive([(subscriber, message)])
             else:
                 STORE_FAILURES.labels(kind="refused").inc()
                 log.exception("database refused dead letter %r", kept[0].message_id)
                 await self._give_back(kept, pause=REFUSED_BACKOFF_SECONDS)
             return
-        for disposition in stored:
+        for subscriber, disposition in stored:
             label = disposition if disposition in _KNOWN_DISPOSITIONS else "other"
-            ARCHIVED.labels(disposition=label).inc()
+            ARCHIVED.labels(subscriber=subscriber, disposition=label).inc()
         DUPLICATES.inc(len(rows) - len(stored))
         for message in kept:
             await _settle(message, ack=True)
 
-    async def _store_with_retry(self, rows: list[dict[str, Any]]) -> list[str]:
+    async def _store_with_retry(self, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.1, max=3.0, jitter=0.1),
@@ -203,12 +210,11 @@ async def run_archiver(settings: Settings) -> None:
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=BATCH_SIZE * 2)
-            topology = await declare_feed(
-                channel,
-                settings.retry_delays,
-                settings.delivery_limit,
-                settings.quorum_initial_group_size,
-            )
+            dead_queues: dict[str, AbstractQueue] = {}
+            for name in subscribers.discover():
+                dead_queues[name] = await declare_dead_queue(
+                    connection, channel, name, settings.quorum_initial_group_size
+                )
 
             def consuming() -> None:
                 # The metrics endpoint answering is the readiness signal: start it last.
@@ -217,12 +223,12 @@ async def run_archiver(settings: Settings) -> None:
                     server, _ = start_http_server(settings.archiver_metrics_port)
                 log.info(
                     "consuming %s, archiving into %s",
-                    topology.dead_queue.name,
+                    ", ".join(q.name for q in dead_queues.values()),
                     redact(settings.database_url),
                 )
 
             archiver = Archiver(engine, STORE_RETRY_BUDGET_SECONDS)
-            await archiver.run(topology.dead_queue, consuming)
+            await archiver.run(dead_queues, consuming)
     finally:
         await engine.dispose()
         if server is not None:

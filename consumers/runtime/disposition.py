@@ -5,8 +5,9 @@
 
 * permanent (``PermanentMessageError``: undecodable, schema-invalid, unknown type or
   version) -> dead-letter on the first delivery, disposition ``permanent``;
-* transient (database unreachable or restarting, serialization failure, deadlock, lock
-  or statement timeout, timeouts, broker connection errors) -> delayed retry through
+* transient (:func:`outbox.transient.is_transient`: database unreachable or restarting,
+  serialization failure, deadlock, timeouts, broker connection errors, a subscriber's
+  ``TransientError``) -> delayed retry through
   the broker tiers; once every tier was used -> dead-letter as ``exhausted``;
 * anything else -> ``unknown_error_retries`` delayed retries, then dead-letter ``unknown``.
 
@@ -17,14 +18,11 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import aiormq.exceptions
-import psycopg
-import sqlalchemy.exc
-
-from outbox.errors import PermanentMessageError, TransientError
+from outbox.errors import PermanentMessageError
+from outbox.transient import error_class, is_transient
 
 
 class Outcome(enum.Enum):
@@ -68,66 +66,6 @@ class Disposition:
 
 
 ACK = Disposition(Outcome.ACK, DispositionKind.APPLIED)
-
-# SQLSTATEs worth retrying: serialization failure, deadlock, lock not available, query
-# canceled (statement timeout), idle-in-transaction timeout, too many connections.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "25P03", "53300"})
-# Classes: 08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now.
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P")
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what SQLAlchemy wrapped, and its causes (bounded: cycles exist)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen and len(seen) < 10:
-        seen.add(id(current))
-        yield current
-        orig = getattr(current, "orig", None)
-        if isinstance(orig, BaseException) and id(orig) not in seen:
-            seen.add(id(orig))
-            yield orig
-        current = current.__cause__ or current.__context__
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    state = getattr(exc, "sqlstate", None)
-    return state if isinstance(state, str) else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for failures that a later attempt can be expected to get past."""
-    for err in _chain(exc):
-        if isinstance(err, TransientError):
-            return True
-        if isinstance(err, sqlalchemy.exc.DBAPIError) and err.connection_invalidated:
-            return True
-        if isinstance(err, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
-            return True
-        state = _sqlstate(err)
-        if state is not None:
-            if state in _TRANSIENT_SQLSTATES or state.startswith(_TRANSIENT_SQLSTATE_PREFIXES):
-                return True
-        elif isinstance(err, psycopg.OperationalError | psycopg.InterfaceError):
-            # No SQLSTATE: the connection itself failed (refused, reset, server gone).
-            return True
-        if isinstance(err, TimeoutError | ConnectionError):
-            return True
-        if isinstance(
-            err,
-            aiormq.exceptions.AMQPConnectionError
-            | aiormq.exceptions.AMQPChannelError
-            | aiormq.exceptions.ChannelInvalidStateError,
-        ):
-            return True
-    return False
-
-
-def error_class(exc: BaseException) -> str:
-    """The class name operators filter on: the driver's error, not SQLAlchemy's wrapper."""
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, BaseException):
-        return type(exc.orig).__name__
-    return type(exc).__name__
 
 
 def classify(

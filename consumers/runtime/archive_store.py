@@ -1,6 +1,6 @@
-"""Turning a message from ``feed.dead`` into a ``feed.dead_letters`` row, and storing rows.
+"""Turning a message from ``<name>.dead`` into a ``subscribers.dead_letters`` row, and storing.
 
-Two kinds of dead letter arrive: ours (the feed consumer added ``x-dead-letter-id`` and
+Two kinds of dead letter arrive: ours (the subscriber's consumer added ``x-dead-letter-id`` and
 the ``x-error-*`` headers) and the broker's (the quorum queue's delivery limit: only an
 ``x-death`` list says why). Anything else found in the queue is stored too, as
 ``unknown``: the archiver never drops a message. The body is stored as the exact bytes;
@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from outbox.headers import to_jsonable
 from outbox.models import DeadLetter
 from outbox.topology import (
-    FEED_QUEUE,
     H_ATTEMPTS,
     H_DEAD_LETTER_ID,
     H_DISPOSITION,
@@ -30,10 +29,11 @@ from outbox.topology import (
     H_ERROR_MESSAGE,
     H_FAILED_QUEUE,
     H_FIRST_FAILED_AT,
+    H_ORIGINAL_ROUTING_KEY,
     H_TRACEBACK,
+    queue_name,
 )
 
-H_ORIGINAL_ROUTING_KEY = "x-original-routing-key"
 PROPERTY_NAMES = (
     "content_type",
     "content_encoding",
@@ -114,15 +114,19 @@ def _death(headers: dict[str, Any]) -> dict[str, Any] | None:
     return deaths[0] if deaths else None
 
 
-def letter_row(message: AbstractIncomingMessage, now: datetime | None = None) -> dict[str, Any]:
-    """Column values of the ``feed.dead_letters`` row for ``message``."""
+def letter_row(
+    message: AbstractIncomingMessage, subscriber: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Column values of the dead-letter row for ``message`` from ``<subscriber>.dead``."""
     now = now or datetime.now(UTC)
+    own_queue = queue_name(subscriber)
     headers: dict[str, Any] = dict(message.headers or {})
     properties = {name: getattr(message, name, None) for name in PROPERTY_NAMES}
     stored_headers = jsonable(headers)
     body_hash = hashlib.sha256(message.body).hexdigest()
     routing_key = headers.get(H_ORIGINAL_ROUTING_KEY) or message.routing_key
     row: dict[str, Any] = {
+        "subscriber": subscriber,
         "message_id": _text(message.message_id, 255),
         "event_type": _text(message.type, 100),
         "routing_key": _text(routing_key, 255),
@@ -132,7 +136,7 @@ def letter_row(message: AbstractIncomingMessage, now: datetime | None = None) ->
         "traceback": _text(headers.get(H_TRACEBACK)),
         "first_failed_at": _when(headers.get(H_FIRST_FAILED_AT)),
         "dead_lettered_at": now,
-        "failed_queue": _text(headers.get(H_FAILED_QUEUE) or FEED_QUEUE, 255),
+        "failed_queue": _text(headers.get(H_FAILED_QUEUE) or own_queue, 255),
         "attempts": _int(headers.get(H_ATTEMPTS)),
     }
     letter_id = headers.get(H_DEAD_LETTER_ID)
@@ -147,7 +151,7 @@ def letter_row(message: AbstractIncomingMessage, now: datetime | None = None) ->
     elif death is not None:
         reason = _text(death.get("reason")) or "unknown"
         by_limit = reason == "delivery_limit"
-        queue = _text(death.get("queue"), 255) or FEED_QUEUE
+        queue = _text(death.get("queue"), 255) or own_queue
         message_text = f"dead-lettered by the broker from {queue} (reason {reason})"
         if headers.get(H_ERROR_CLASS):
             last = f"{_text(headers[H_ERROR_CLASS])}: {_text(headers.get(H_ERROR_MESSAGE))}"
@@ -169,11 +173,12 @@ def letter_row(message: AbstractIncomingMessage, now: datetime | None = None) ->
         if isinstance(keys, list) and keys and not headers.get(H_ORIGINAL_ROUTING_KEY):
             row["routing_key"] = _text(keys[0], 255)
     else:
-        # Published into feed.dead by something else: keep it, flagged as unexplained.
+        # Published into <name>.dead by something else: keep it, flagged as unexplained.
         row.update(
-            # x-delivery-count changes on every redelivery from feed.dead: not identity.
+            # x-delivery-count changes on every redelivery from <name>.dead: not identity.
             dedup_key="unlabelled:"
             + _digest(
+                subscriber,
                 message.message_id,
                 {k: v for k, v in stored_headers.items() if k != "x-delivery-count"},
                 body_hash,
@@ -185,9 +190,9 @@ def letter_row(message: AbstractIncomingMessage, now: datetime | None = None) ->
     return row
 
 
-async def store(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[str]:
+async def store(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Insert ``rows`` in one transaction; dedup keys already stored are skipped.
-    Returns the dispositions of the rows that were new. Commits before returning
+    Returns (subscriber, disposition) of the rows that were new. Commits before returning
     (the caller acks after)."""
     if not rows:
         return []
@@ -195,8 +200,8 @@ async def store(engine: AsyncEngine, rows: list[dict[str, Any]]) -> list[str]:
         insert(DeadLetter)
         .values(rows)
         .on_conflict_do_nothing(index_elements=[DeadLetter.dedup_key])
-        .returning(DeadLetter.disposition)
+        .returning(DeadLetter.subscriber, DeadLetter.disposition)
     )
     async with engine.begin() as conn:
         result = await conn.execute(stmt)
-        return list(result.scalars())
+        return [(row[0], row[1]) for row in result]

@@ -12,20 +12,20 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from consumers import metrics
-from consumers.disposition import Outcome, classify
-from consumers.failed_messages import attempts_of, dead_letter_message, retry_message
-from outbox.settings import Settings
+from consumers.runtime import metrics
+from consumers.runtime.disposition import Outcome, classify
+from consumers.runtime.failed_messages import attempts_of, dead_letter_message, retry_message
 
 if TYPE_CHECKING:
-    from consumers.consumer import Item
+    from consumers.runtime.item import Item
 
-log = logging.getLogger("qa.consumer.feed")
+log = logging.getLogger("qa.consumer")
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
 # Pause before requeueing messages whose copy could not be published (broker trouble):
@@ -33,12 +33,21 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 REQUEUE_PAUSE_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class Policy:
+    """The retry policy: broker tier delays, and retries for unclassified errors."""
+
+    retry_delays: Sequence[float]
+    unknown_error_retries: int
+
+
 class Settler:
     """Publishes copies of failed messages and acks what is safe to ack."""
 
-    def __init__(self, settings: Settings, publisher: AbstractChannel) -> None:
-        self._settings = settings
+    def __init__(self, subscriber: str, publisher: AbstractChannel, policy: Policy) -> None:
+        self._subscriber = subscriber
         self._publisher = publisher
+        self._policy = policy
 
     async def settle(self, items: Sequence[Item]) -> None:
         failed = [item for item in items if item.error is not None]
@@ -47,7 +56,7 @@ class Settler:
         to_ack = [item.message for item in items if id(item.message) not in keep]
         await ack(to_ack, whole_batch=not unpublished)
         if unpublished:
-            metrics.DIVERT_FAILURES.inc(len(unpublished))
+            metrics.DIVERT_FAILURES.labels(self._subscriber).inc(len(unpublished))
             await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
             for item in unpublished:
                 await _settle_quietly(item.message.nack(requeue=True))
@@ -62,7 +71,8 @@ class Settler:
         for item, result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 log.error(
-                    "could not publish retry/dead letter for message %s: %r; requeueing",
+                    "%s: could not publish retry/dead letter for message %s: %r; requeueing",
+                    self._subscriber,
                     item.message.message_id,
                     result,
                 )
@@ -70,7 +80,12 @@ class Settler:
             elif result:
                 retried[result] += 1
         for error_class, count in retried.items():
-            log.info("%d message(s) scheduled for a delayed retry after %s", count, error_class)
+            log.info(
+                "%s: %d message(s) scheduled for a delayed retry after %s",
+                self._subscriber,
+                count,
+                error_class,
+            )
         return unpublished
 
     async def _divert_one(self, item: Item) -> str | None:
@@ -80,21 +95,24 @@ class Settler:
         disposition = classify(
             item.error,
             attempts_of(message),
-            self._settings.retry_delays,
-            self._settings.unknown_error_retries,
+            self._policy.retry_delays,
+            self._policy.unknown_error_retries,
         )
         error_class = disposition.error_class or "unknown"
         if disposition.outcome is Outcome.RETRY_LATER:
-            copy, routing_key = retry_message(message, disposition, item.error)
+            copy, routing_key = retry_message(self._subscriber, message, disposition, item.error)
             await self._publish(copy, routing_key)
-            metrics.RETRIED.labels(error_class).inc()
+            metrics.RETRIED.labels(self._subscriber, error_class).inc()
             return error_class
         if disposition.outcome is Outcome.DEAD_LETTER:
-            copy, routing_key = dead_letter_message(message, disposition, item.error)
+            copy, routing_key = dead_letter_message(
+                self._subscriber, message, disposition, item.error
+            )
             await self._publish(copy, routing_key)
-            metrics.DEAD_LETTERED.labels(error_class, str(disposition.kind)).inc()
+            metrics.DEAD_LETTERED.labels(self._subscriber, error_class, str(disposition.kind)).inc()
             log.warning(
-                "dead-lettered message %s (%s, %s after %d attempt(s)): %s",
+                "%s: dead-lettered message %s (%s, %s after %d attempt(s)): %s",
+                self._subscriber,
                 message.message_id,
                 disposition.kind,
                 error_class,
