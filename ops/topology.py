@@ -56,7 +56,14 @@ def check_(
         err_console.print(f"cannot read the broker's management API: {escape(reason)}")
         raise typer.Exit(1) from None
     users = _users(user, list(declared))
-    differences = check(live, declared, settings.retry_delays, settings.delivery_limit, users)
+    differences = check(
+        live,
+        declared,
+        settings.retry_delays,
+        settings.delivery_limit,
+        users,
+        settings.quorum_initial_group_size,
+    )
     if as_json:
         print_json(
             {

@@ -57,9 +57,10 @@ def _delivery_limit(queue: dict[str, Any], policies: Mapping[str, dict[str, Any]
 
 
 class _Checker:
-    def __init__(self, live: LiveBroker, out: list[Difference]) -> None:
+    def __init__(self, live: LiveBroker, out: list[Difference], group_size: int | None) -> None:
         self.live = live
         self.out = out
+        self.group_size = group_size
 
     def diff(self, sub: str, obj: str, problem: str, exp: Any, act: Any, fix: str) -> None:
         self.out.append(Difference(sub, obj, problem, str(exp), str(act), fix))
@@ -124,10 +125,10 @@ class _Checker:
         self.queue(name, dead_queue_name(name), "quorum")
         for delay in retry_delays:
             tier_name = retry_queue_name(name, delay)
-            tier = self.queue(name, tier_name, "classic")
+            tier = self.queue(name, tier_name, "quorum")
             if tier is None:
                 continue
-            for key, value in retry_queue_arguments(name, delay).items():
+            for key, value in retry_queue_arguments(name, delay, self.group_size).items():
                 self.argument(name, tier, key, value, recreate.replace("QUEUE", tier_name))
 
     def bindings(self, sub: str, queue: str, expected: set[str]) -> None:
@@ -223,10 +224,11 @@ def check(
     retry_delays: list[float],
     delivery_limit: int,
     users: Mapping[str, str],
+    quorum_group_size: int | None = None,
 ) -> list[Difference]:
     """Every difference between ``live`` and the declarations (empty: they agree)."""
     out: list[Difference] = []
-    checker = _Checker(live, out)
+    checker = _Checker(live, out, quorum_group_size)
     checker.exchange()
     for sub in subscribers.values():
         checker.subscriber(sub, retry_delays, delivery_limit)

@@ -63,7 +63,7 @@ async def test_batch_mixing_unknown_and_valid_events_applies_the_valid_ones(
     registered_not_declared, no_schema = str(uuid.uuid4()), str(uuid.uuid4())
     unknown = {registered_not_declared: _user_registered(), no_schema: _question_v2()}
     why = {
-        registered_not_declared: "subscriber 'feed' does not handle 'user.registered' version 1",
+        registered_not_declared: "user.registered v1 is not accepted by this subscriber",
         no_schema: "no schema for 'question.created' version 2",
     }
     async with (
