@@ -62,6 +62,7 @@ def question_letter(
         "event_type": "question.created",
         "routing_key": "question.created",
         "failed_queue": "feed.events",
+        "subscriber": "feed",
         "body": envelope.to_bytes(),
         "properties": {"message_id": str(envelope.id), "type": "question.created"},
         "headers": to_jsonable(headers),
