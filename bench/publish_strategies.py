@@ -28,7 +28,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 
 from bench.envelopes import message_for, publish_window
 from bench.stats import rate
-from outbox.topology import EVENTS_EXCHANGE, FEED_QUEUE
+from outbox.topology import EVENTS_EXCHANGE, queue_name
+
+FEED_QUEUE = queue_name("feed")
 
 KEY = "answer.created"
 BATCH = 2000

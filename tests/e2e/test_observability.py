@@ -101,7 +101,7 @@ def test_one_trace_id_across_api_and_relay_and_no_secrets(
             with db.connect() as conn:
                 return bool(
                     conn.execute(
-                        text("SELECT 1 FROM feed.inbox WHERE event_id = :e"), {"e": event_id}
+                        text("SELECT 1 FROM subscribers.inbox WHERE event_id = :e"), {"e": event_id}
                     ).first()
                 )
 
