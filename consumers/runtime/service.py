@@ -72,18 +72,30 @@ async def run_subscriber(
                 settings.amqp_url.get_secret_value(), name=f"qa-consumer-{name}"
             )
 
+        # Retries and dead letters are published on a connection of their own: during a
+        # memory or disk alarm RabbitMQ blocks a connection that publishes (it stops
+        # reading it, acks included), and consuming must go on (issue 12).
+        async def connect_publishing() -> AbstractRobustConnection:
+            return await connect_cluster(
+                settings.amqp_url.get_secret_value(), name=f"qa-consumer-{name}-publish"
+            )
+
         await connect_with_retry(f"{name} database at {redact(url)}", lambda: _ping(engine), budget)
         connection = await connect_with_retry(
             f"RabbitMQ at {redact(settings.amqp_url)}", connect, budget
         )
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(connection)
+            publishing = await connect_with_retry(
+                f"RabbitMQ at {redact(settings.amqp_url)}", connect_publishing, budget
+            )
+            await stack.enter_async_context(publishing)
             resources = None
             if subscriber.resources is not None:
                 resources = await stack.enter_async_context(subscriber.resources(settings, engine))
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=tuning.prefetch or settings.consumer_prefetch)
-            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            publisher = await publishing.channel(publisher_confirms=True, on_return_raises=True)
             topology = await declare_subscriber(
                 connection,
                 channel,
