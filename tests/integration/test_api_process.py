@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,15 +36,23 @@ def _wait_healthy(base: str, proc: subprocess.Popen[bytes], deadline_s: float = 
 def api_process_fixture(services: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {**os.environ, **services, "QA_API_PORT": str(port), "QA_API_MAX_BODY_BYTES": "4096"}
-    proc = subprocess.Popen([QA_API], env=env, stderr=subprocess.PIPE)
+    # A file, not a pipe nobody reads: a busy API (one access log line per request) would
+    # fill a pipe's buffer and block on its next log line.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen([QA_API], env=env, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base, proc)
+        try:
+            _wait_healthy(base, proc)
+        except AssertionError:
+            log.seek(0)
+            raise AssertionError(log.read().decode(errors="replace")[-4000:]) from None
         yield base, proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        log.close()
 
 
 def test_serves_and_stops_cleanly_on_sigterm(
