@@ -66,9 +66,15 @@ class ClusterChaosServers(ChaosServers):
         self.restarts: list[threading.Thread] = []
 
     def restart_later(self, node: PrivateRabbit, after: float) -> None:
+        booting = self.cluster.booting
+
         def restart() -> None:
             time.sleep(after)
-            node.start()
+            booting.add(node.node)  # commands go to the other nodes until it is up
+            try:
+                node.start()
+            finally:
+                booting.discard(node.node)
 
         thread = threading.Thread(target=restart, name=f"restart {node.node}", daemon=True)
         thread.start()

@@ -23,6 +23,8 @@ from tests.support.private_rabbit import PrivateRabbit
 class PrivateRabbitCluster:
     def __init__(self, size: int = 3) -> None:
         self.nodes = [PrivateRabbit() for _ in range(size)]
+        # Nodes being (re)started: their OS process runs but the broker may not be up yet.
+        self.booting: set[str] = set()
         cookie = secrets.token_hex(16).upper()
         # Peer discovery from the config: the nodes form the cluster while they boot, no
         # stop_app/reset/join_cluster round (which costs a restart per node).
@@ -59,7 +61,7 @@ class PrivateRabbitCluster:
 
     def any_running(self) -> PrivateRabbit:
         for node in self.nodes:
-            if node.running:
+            if node.running and node.node not in self.booting:
                 return node
         raise RuntimeError("no cluster node is running")
 
