@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
@@ -31,8 +31,20 @@ class QuestionIn(_Input):
     grade: Grade
 
 
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """Document what is accepted: each field optional but never null, at least one."""
+    for prop in schema.get("properties", {}).values():
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if options:
+            prop.update(options[0])
+        prop.pop("default", None)
+    schema["minProperties"] = 1
+
+
 class QuestionPatch(_Input):
     """``PATCH /questions/{id}``: the fields to change (at least one); absent ones stay."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_patch_schema)
 
     title: Title | None = None
     body: Body | None = None
