@@ -26,6 +26,7 @@ subscriber() {  # user password name: a subscriber process (qa-consumer run NAME
 user qa_relay "$QA_RELAY_AMQP_PASSWORD" '^qa\\.events$' '^(qa\\.events|amq\\.default)$' '^$'
 # One line per subscriber (qa-consumer list shows them).
 subscriber qa_consumer "$QA_CONSUMER_AMQP_PASSWORD" feed
+subscriber qa_notifier "$QA_NOTIFIER_AMQP_PASSWORD" notifier
 # The archiver declares and consumes every subscriber's <name>.dead, nothing else.
 user qa_archiver "$QA_ARCHIVER_AMQP_PASSWORD" '\\.dead$' '^$' '\\.dead$'
 

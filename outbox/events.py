@@ -123,7 +123,7 @@ class UserStateV1(_Strict):
     """The whole state of a user after a change: a subscriber keeps the highest ``revision``,
     so the order in which user events arrive does not matter.
 
-    Carries the e-mail address: see README "Users and e-mail" for where it travels.
+    Carries the e-mail address: see README "Email notifier" > "Personal data" for where it travels.
     """
 
     name: UserName

@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     # Email notifier: where mail goes (smtp://[user:password@]host[:port], smtps:// for
     # implicit TLS, ?starttls=1 to upgrade), its From, the SMTP timeout, and how long an
     # answer waits for its question author's user.* event before it counts as "no user".
+    notifier_database_url: SecretStr | None = None  # None: QA_DATABASE_URL
+    notifier_metrics_port: int = 9104
     smtp_url: SecretStr = SecretStr("smtp://127.0.0.1:1025")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     notifier_from: str = "Q&A notifications <no-reply@qa.localhost>"

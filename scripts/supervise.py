@@ -7,10 +7,14 @@ with to ``.env`` and prints a bearer token for the user ``dev`` and an operator 
 ``dev-operator`` (both re-created when they do not work on the database in use), so the
 API and the console can be tried at once. The children run in their own sessions: Ctrl-C
 reaches only this script, which stops each child once with SIGTERM.
+
+Mail: unless ``QA_SMTP_URL`` is set, a development mail sink (aiosmtpd, a dev dependency)
+listens on 127.0.0.1:1025 and prints every mail the notifier sends to this terminal.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -28,6 +32,7 @@ COMMANDS = {
     "dead-letters": [str(BIN / "qa-consumer"), "dead-letters"],
     "console": [str(BIN / "qa-console")],
 }
+MAIL_SINK = [sys.executable, "-m", "aiosmtpd", "-n", "-l", "127.0.0.1:1025"]
 TOKEN_FILE = Path(".run/dev-token")
 OPERATOR_TOKEN_FILE = Path(".run/dev-operator-token")
 
@@ -44,7 +49,10 @@ def main() -> int:
     operator = devenv.dev_token(OPERATOR_TOKEN_FILE, "dev-operator", "operator")
     host, port = settings.api_host, settings.api_port
     console = f"http://{settings.console_host}:{settings.console_port}"
-    procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in COMMANDS.items()}
+    commands = dict(COMMANDS)
+    if "QA_SMTP_URL" not in os.environ:
+        commands["mail-sink"] = MAIL_SINK
+    procs = {name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()}
     print(
         f"==> running {', '.join(procs)}; API on http://{host}:{port}  (Ctrl-C stops all)\n"
         f"    settings saved in {devenv.ENV_FILE} (every command in this checkout reads it)\n"

@@ -35,8 +35,14 @@ def message_id(event_id: uuid.UUID) -> str:
     return f"<{event_id}@{MESSAGE_ID_DOMAIN}>"
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space: a title
+    can never add a header line."""
+    return " ".join(text.split())
+
+
 def subject_for(title: str) -> str:
-    return f"New answer to your question '{title}'"
+    return f"New answer to your question '{one_line(title)}'"
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class Notification:
         msg["X-QA-Event-Id"] = str(self.event_id)
         msg["X-QA-Question-Id"] = str(self.question_id)
         msg.set_content(
-            f"{self.answered_by} answered your question '{self.title}'.\n\n"
+            f"{self.answered_by} answered your question '{one_line(self.title)}'.\n\n"
             f"Question id: {self.question_id}\n\n"
             "You get this mail because an address is registered for your user. "
             "Ask an operator to run 'qa-ops users opt-out <name>' to stop these mails.\n"

@@ -1,4 +1,4 @@
-"""The notifier's copy of users and questions, and its sent-log (schema ``notifier``).
+"""The notifier's copy of users and questions, and its outcome log (schema ``notifier``).
 
 Built only from events, in any delivery order and with duplicates:
 
@@ -55,8 +55,6 @@ WHERE q.question_id = :question_id
 """
 )
 
-_HANDLED = text("SELECT outcome FROM notifier.deliveries WHERE event_id = :event_id")
-
 _RECORD = text(
     """
 INSERT INTO notifier.deliveries (event_id, answer_id, question_id, recipient, outcome)
@@ -106,12 +104,7 @@ async def target_of(conn: AsyncConnection, question_id: uuid.UUID) -> Target | N
     return Target(title if has_title else None, author, bool(user_known), email, bool(opted_out))
 
 
-async def handled(conn: AsyncConnection, event_id: uuid.UUID) -> str | None:
-    """The recorded outcome for an answer event, or None when it was never recorded."""
-    return (await conn.execute(_HANDLED, {"event_id": event_id})).scalar_one_or_none()
-
-
-async def record(
+async def log_outcome(
     conn: AsyncConnection,
     event_id: uuid.UUID,
     answer_id: uuid.UUID,
@@ -119,7 +112,7 @@ async def record(
     recipient: str,
     outcome: str,
 ) -> None:
-    """Write the sent-log row (a row already there - a concurrent copy - is kept)."""
+    """Log what was done about an answer (the first row per event is kept)."""
     params = {
         "event_id": event_id,
         "answer_id": answer_id,

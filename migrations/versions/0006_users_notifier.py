@@ -1,7 +1,7 @@
 """Users with e-mail addresses (qa.users) and the email notifier's own state (notifier.*).
 
 Grants, where the roles exist: ``qa_ops`` manages users; ``qa_notifier`` (the notifier
-process) reads and writes only its own schema.
+process) reads and writes only its own schema and its inbox rows.
 
 Revision ID: 0006
 Revises: 0005
@@ -29,6 +29,9 @@ GRANTS = {
         "GRANT USAGE ON SCHEMA notifier TO qa_notifier",
         "GRANT SELECT, INSERT, UPDATE ON notifier.users, notifier.questions TO qa_notifier",
         "GRANT SELECT, INSERT, DELETE ON notifier.deliveries TO qa_notifier",
+        # its sent-log: the runtime's inbox rows for subscriber 'notifier' (migration 0005)
+        "GRANT USAGE ON SCHEMA subscribers TO qa_notifier",
+        "GRANT SELECT, INSERT, DELETE ON subscribers.inbox TO qa_notifier",
     ],
 }
 

@@ -12,7 +12,7 @@ from outbox.db import make_engine
 from outbox.migrate import ensure_database, upgrade
 from tests.conftest import PG_ADMIN_URL, _drop_database
 
-ROLES = ("qa_api", "qa_relay", "qa_consumer", "qa_archiver", "qa_ops")
+ROLES = ("qa_api", "qa_relay", "qa_consumer", "qa_archiver", "qa_ops", "qa_notifier")
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,20 @@ def test_api_may_expire_idempotency_keys_but_not_tokens(granted_db: str) -> None
     with _as("qa_api", granted_db) as conn:
         conn.execute("DELETE FROM qa.idempotency_keys WHERE false")
         assert _denied(conn, "DELETE FROM qa.api_tokens")
+
+
+def test_notifier_keeps_to_its_own_schema_and_ops_manages_users(granted_db: str) -> None:
+    with _as("qa_notifier", granted_db) as conn:
+        conn.execute(
+            "INSERT INTO notifier.users VALUES ('n', NULL, false, 1) ON CONFLICT DO NOTHING"
+        )
+        conn.execute("UPDATE notifier.questions SET title = 't' WHERE false")
+        conn.execute("SELECT * FROM notifier.deliveries LIMIT 1")
+        assert _denied(conn, "SELECT * FROM qa.users")  # never the write tables
+        assert _denied(conn, "SELECT * FROM qa.questions")
+        assert _denied(conn, "SELECT * FROM qa.outbox")
+        assert _denied(conn, "SELECT * FROM feed.questions")
+    with _as("qa_ops", granted_db) as conn:
+        conn.execute("UPDATE qa.users SET opted_out = true WHERE false")
+        conn.execute("SELECT * FROM notifier.deliveries LIMIT 1")
+        assert _denied(conn, "DELETE FROM notifier.deliveries")

@@ -40,6 +40,7 @@ COMMANDS: dict[str, list[str]] = {
     "relay": ["qa-relay"],
     "feed": ["qa-consumer", "feed"],
     "dead-letters": ["qa-consumer", "dead-letters"],
+    "notifier": ["qa-consumer", "run", "notifier"],
 }
 # The metrics port variable of each kind; readiness of non-HTTP processes is their
 # metrics endpoint answering (each process starts it only after connecting).
@@ -47,6 +48,7 @@ METRICS_PORT_VAR = {
     "relay": "QA_RELAY_METRICS_PORT",
     "feed": "QA_CONSUMER_METRICS_PORT",
     "dead-letters": "QA_ARCHIVER_METRICS_PORT",
+    "notifier": "QA_NOTIFIER_METRICS_PORT",
 }
 # Short retry tiers so transient failures come back within a test's patience.
 TEST_DEFAULTS = {
