@@ -28,6 +28,7 @@ from datetime import datetime
 from sqlalchemy import Engine, text
 
 from tests.chaos.faults import NOT_REACHED, FaultRecord
+from tests.chaos.notifier_check import NotifierReport
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Report:
     duplicate_writes: int = 0
     client: ClientLedger | None = None
     faults: list[FaultRecord] = field(default_factory=list)
+    notifier: NotifierReport | None = None
 
     @property
     def lost(self) -> int:
@@ -118,6 +120,8 @@ class Report:
                 out.append(f"no recovery after {fault.describe()}")
             if fault.consumers_after is not None and min(fault.consumers_after.values()) < 1:
                 out.append(f"queue without consumer after {fault.describe()}")
+        if self.notifier is not None:
+            out += self.notifier.problems()
         return out
 
     def render(self) -> str:
@@ -150,6 +154,8 @@ class Report:
             lines += ["    " + fault.describe() for fault in self.faults]
             kinds = Counter(f.kind for f in self.faults)
             lines.append(f"  fault kinds              {dict(sorted(kinds.items()))}")
+        if self.notifier is not None:
+            lines += self.notifier.render()
         problems = self.problems()
         if self.lost_details:
             lines.append("  lost events (outbox state, times seen by the observer queue):")
@@ -190,7 +196,10 @@ def check(
         outbox = {
             str(row[0]): (row[1], row[2])
             for row in conn.execute(
-                text("SELECT event_id, event_type, aggregate_id FROM qa.outbox")
+                text(
+                    "SELECT event_id, event_type, aggregate_id FROM qa.outbox"
+                    " WHERE event_type IN ('question.created', 'answer.created')"
+                )
             )
         }
         inbox = {
@@ -202,7 +211,10 @@ def check(
         }
         dead = [
             row[0]
-            for row in conn.execute(text("SELECT message_id FROM subscribers.dead_letters"))
+            for row in conn.execute(
+                text("SELECT message_id FROM subscribers.dead_letters WHERE subscriber = :c"),
+                {"c": consumer},
+            )
             if row[0] is not None
         ]
         answer_ids = {str(r[0]) for r in conn.execute(text("SELECT id FROM qa.answers"))}

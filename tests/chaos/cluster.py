@@ -7,10 +7,13 @@ RabbitMQ node and one :class:`TcpProxy` per link::
     relay -> PG / AMQP   relay_pg, relay_amqp
     feed -> PG / AMQP    feed_pg, feed_amqp
     archiver -> PG/AMQP  archiver_pg, archiver_amqp
+    notifier -> PG/AMQP  notifier_pg, notifier_amqp
 
 :class:`Deployment` (one per scenario) gets a fresh database and vhost on those servers,
-migrates it, creates an API token and an observer queue, and runs the four console
-scripts with URLs that go through the proxies.
+migrates it, creates an API token and an observer queue, and runs the console scripts
+with URLs that go through the proxies. The notifier mails a scenario-private SMTP server
+(aiosmtpd in this process); two registered users write the load (questions by ``chaos``,
+answers by ``chaos-b``), so every answer owes ``chaos`` a mail.
 """
 
 from __future__ import annotations
@@ -30,14 +33,16 @@ from outbox.migrate import ensure_database, upgrade
 from outbox.models import ApiToken
 from outbox.tokens import hash_token, new_token
 from outbox.topology import declare_exchange
+from outbox.users import create as create_user
 from tests.support.private_pg import PrivatePostgres
 from tests.support.private_rabbit import PrivateRabbit
 from tests.support.procs import ManagedProcess, api_base, spawn
+from tests.support.smtp_server import TestSmtpServer
 from tests.support.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_LINKS = ("api_pg", "relay_pg", "feed_pg", "archiver_pg")
-AMQP_LINKS = ("relay_amqp", "feed_amqp", "archiver_amqp")
+PG_LINKS = ("api_pg", "relay_pg", "feed_pg", "archiver_pg", "notifier_pg")
+AMQP_LINKS = ("relay_amqp", "feed_amqp", "archiver_amqp", "notifier_amqp")
 OBSERVER_QUEUE = "chaos.observer"
 
 # Long retention: the checker needs every event ever committed still in qa.outbox.
@@ -94,6 +99,8 @@ class Deployment:
         self.log_dir = log_dir
         self.relay_kind = relay
         self.token = ""
+        self.answer_token = ""
+        self.smtp = TestSmtpServer()
         self.engine: Engine | None = None
         self.procs: dict[str, ManagedProcess] = {}
 
@@ -119,9 +126,13 @@ class Deployment:
         upgrade(self.db_url())
         self.engine = make_engine(self.db_url())
         self.token = new_token()
+        self.answer_token = new_token()
         with self.engine.begin() as conn:
-            token = {"user_name": "chaos", "token_hash": hash_token(self.token)}
-            conn.execute(insert(ApiToken).values(**token))
+            for user, secret in (("chaos", self.token), ("chaos-b", self.answer_token)):
+                conn.execute(insert(ApiToken).values(user_name=user, token_hash=hash_token(secret)))
+                # user.registered events: the relay publishes them once it runs
+                create_user(conn, user, f"{user}@example.test")
+        self.smtp.start()
         rabbit = self.servers.rabbit
         rabbit.ctl("add_vhost", self.vhost)
         rabbit.ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
@@ -164,12 +175,14 @@ class Deployment:
         self.procs["dead-letters"] = spawn(
             "dead-letters", logs, env("archiver_pg", "archiver_amqp")
         )
+        notifier_env = {**env("notifier_pg", "notifier_amqp"), "QA_SMTP_URL": self.smtp.url}
+        self.procs["notifier"] = spawn("notifier", logs, notifier_env)
 
     def start(self) -> None:
         self.prepare()
         self.build_processes()
         # The consumer declares the topology the relay's mandatory publishes need.
-        for name in ("feed", "dead-letters", "relay", "api"):
+        for name in ("feed", "notifier", "dead-letters", "relay", "api"):
             self.procs[name].start()
 
     def ensure_running(self) -> None:
@@ -180,6 +193,7 @@ class Deployment:
 
     def stop(self) -> dict[str, int | None]:
         codes = {name: proc.terminate() for name, proc in self.procs.items()}
+        self.smtp.stop()
         if self.engine is not None:
             self.engine.dispose()
         return codes

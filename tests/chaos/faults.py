@@ -70,6 +70,8 @@ class Injector:
             "relay_kill_mark_stall": self.relay_kill_mark_stall,
             "feed_kill": lambda: self._kill_restart("feed"),
             "archiver_kill": lambda: self._kill_restart("dead-letters"),
+            "notifier_kill": lambda: self._kill_restart("notifier"),
+            "smtp_outage": self.smtp_outage,
             "api_kill": lambda: self._kill_restart("api"),
             "rabbit_stop": self.rabbit_stop,
             "rabbit_kill": self.rabbit_kill,
@@ -152,6 +154,14 @@ class Injector:
 
     # -- servers ---------------------------------------------------------------------
 
+    def smtp_outage(self) -> str:
+        """The notifier's SMTP server goes away and comes back on the same port."""
+        self.dep.smtp.stop()
+        outage = self.rng.uniform(0.5, 3.0)
+        time.sleep(outage)
+        self.dep.smtp.start()
+        return f"SMTP down {outage:.1f}s"
+
     def rabbit_stop(self) -> str:
         self.servers.rabbit.stop()
         time.sleep(self.rng.uniform(0.0, 2.0))
@@ -210,6 +220,7 @@ FAST_FAULTS = [
     "cut_feed_pg",
     "rabbit_kill",
     "relay_kill",
+    "notifier_kill",
 ]
 
 
@@ -222,6 +233,8 @@ def full_faults(rng: random.Random, rounds: int = 3) -> list[str]:
         *CRASH_KINDS,
         "feed_kill",
         "archiver_kill",
+        "notifier_kill",
+        "smtp_outage",
         "api_kill",
         "rabbit_stop",
         "rabbit_kill",

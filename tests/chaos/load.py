@@ -36,10 +36,18 @@ class LoadGenerator:
     """Concurrent workers posting questions (30%) and answers (70%) until stopped."""
 
     def __init__(
-        self, base: str, token: str, ledger: ClientLedger, rng: random.Random, workers: int = 4
+        self,
+        base: str,
+        token: str,
+        ledger: ClientLedger,
+        rng: random.Random,
+        workers: int = 4,
+        answer_token: str | None = None,
     ) -> None:
         self.base = base
         self.auth = {"Authorization": f"Bearer {token}"}
+        # Answers by another user than the questions' author owe the author a mail.
+        self.answer_auth = {"Authorization": f"Bearer {answer_token or token}"}
         self.ledger = ledger
         self.rng = rng
         self.workers = workers
@@ -78,7 +86,12 @@ class LoadGenerator:
     async def post_answer(self, client: httpx.AsyncClient, question_id: str) -> str | None:
         key = uuid.uuid4().hex
         body = await self._post(
-            client, f"/questions/{question_id}/answers", {"body": f"a {key}"}, key, 60.0
+            client,
+            f"/questions/{question_id}/answers",
+            {"body": f"a {key}"},
+            key,
+            60.0,
+            auth=self.answer_auth,
         )
         if body is None:
             return None
@@ -97,11 +110,12 @@ class LoadGenerator:
         payload: dict[str, Any],
         key: str,
         patience: float,
+        auth: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
         ledger = self.ledger
         ledger.requests += 1
         ledger.keys.add(key)
-        headers = {**self.auth, "Idempotency-Key": key}
+        headers = {**(auth or self.auth), "Idempotency-Key": key}
         deadline = time.monotonic() + patience
         attempt = 0
         while True:

@@ -25,9 +25,10 @@ from tests.chaos.checker import ClientLedger, Report, check
 from tests.chaos.cluster import ChaosServers, Deployment
 from tests.chaos.faults import BROKER_FAULTS, FaultRecord, Injector
 from tests.chaos.load import LoadGenerator, slow_writer
+from tests.chaos.notifier_check import check_notifier
 
 log = logging.getLogger("chaos")
-WATCHED_QUEUES = ("feed.events", "feed.dead")
+WATCHED_QUEUES = ("feed.events", "feed.dead", "notifier.events")
 
 
 @dataclass
@@ -68,7 +69,9 @@ async def _drive(
 ) -> Report:
     assert dep.engine is not None
     ledger = ClientLedger()
-    load = LoadGenerator(dep.api, dep.token, ledger, rng, workers=config.workers)
+    load = LoadGenerator(
+        dep.api, dep.token, ledger, rng, workers=config.workers, answer_token=dep.answer_token
+    )
     stop = asyncio.Event()
     started = time.monotonic()
     tasks = [asyncio.create_task(load.run(stop))]
@@ -104,9 +107,11 @@ async def _drive(
     await asyncio.to_thread(_revive, dep)
     await _quiesce(dep, config)
     delivered = await dep.drain_observer()
-    return check(
+    report = check(
         dep.engine, delivered=delivered, poison_ids=poison_ids, client=ledger, faults=records
     )
+    report.notifier = check_notifier(dep.engine, dep.smtp.mails)
+    return report
 
 
 def _revive(dep: Deployment) -> list[str]:
@@ -183,7 +188,7 @@ async def _quiesce(dep: Deployment, config: ScenarioConfig) -> None:
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             state = await asyncio.to_thread(_progress, dep)
-            if state[0] == 0 and state[1] == 0:
+            if state[0] == 0 and state[1] == 0 and state[4] == 0:
                 return
             backoff = state[3]
             # A row waiting out the relay's backoff is not stuck: wait for its retry.
@@ -196,7 +201,8 @@ async def _quiesce(dep: Deployment, config: ScenarioConfig) -> None:
 
 
 def _progress(dep: Deployment) -> tuple[int, ...]:
-    """(pending rows, events not yet applied, inbox size, seconds to the last backoff)."""
+    """(pending rows, events the feed has not applied, inbox size, seconds to the last
+    backoff, answers the notifier has neither handled nor dead-lettered)."""
     assert dep.engine is not None
     with dep.engine.connect() as conn:
         pending = conn.execute(
@@ -204,7 +210,8 @@ def _progress(dep: Deployment) -> tuple[int, ...]:
         ).scalar_one()
         unapplied = conn.execute(
             text(
-                "SELECT count(*) FROM qa.outbox o WHERE NOT EXISTS"
+                "SELECT count(*) FROM qa.outbox o WHERE o.event_type IN"
+                " ('question.created', 'answer.created') AND NOT EXISTS"
                 " (SELECT 1 FROM subscribers.inbox i"
                 " WHERE i.subscriber = 'feed' AND i.event_id = o.event_id)"
             )
@@ -216,4 +223,19 @@ def _progress(dep: Deployment) -> tuple[int, ...]:
                 "FROM qa.outbox WHERE published_at IS NULL"
             )
         ).scalar_one()
-    return int(pending), int(unapplied), int(inbox), max(0, math.ceil(backoff))
+        unnotified = conn.execute(
+            text(
+                "SELECT count(*) FROM qa.outbox o WHERE o.event_type = 'answer.created'"
+                " AND NOT EXISTS (SELECT 1 FROM subscribers.inbox i"
+                " WHERE i.subscriber = 'notifier' AND i.event_id = o.event_id)"
+                " AND NOT EXISTS (SELECT 1 FROM subscribers.dead_letters d"
+                " WHERE d.message_id = o.event_id::text)"
+            )
+        ).scalar_one()
+    return (
+        int(pending),
+        int(unapplied),
+        int(inbox),
+        max(0, math.ceil(backoff)),
+        int(unnotified),
+    )
