@@ -22,6 +22,7 @@ from yarl import URL
 
 from consumers.feed import SUBSCRIBER as FEED
 from ops.cli import app
+from outbox.subscribers import discover
 from outbox.settings import Settings
 from outbox.topology import (
     EVENTS_EXCHANGE,
@@ -81,19 +82,24 @@ def run_check(vhost: str, *args: str, delivery_limit: int = 20) -> Result:
 
 
 async def _declare(settings: Settings, delivery_limit: int = 20) -> tuple[str, ...]:
+    """Declare every registered subscriber, as each one's start-up does; the queues whose
+    arguments drifted."""
     connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
+    drifted: list[str] = []
     async with connection:
         channel = await connection.channel()
-        topology = await declare_subscriber(
-            connection,
-            channel,
-            FEED.name,
-            FEED.bindings,
-            DELAYS,
-            delivery_limit,
-            FEED.retired_bindings,
-        )
-        return topology.drifted
+        for subscriber in discover().values():
+            topology = await declare_subscriber(
+                connection,
+                channel,
+                subscriber.name,
+                subscriber.bindings,
+                DELAYS,
+                delivery_limit,
+                subscriber.retired_bindings,
+            )
+            drifted += topology.drifted
+    return tuple(drifted)
 
 
 def _differences(result: Result) -> list[dict[str, str]]:
@@ -160,16 +166,20 @@ async def test_changed_delivery_limit_is_detected_and_does_not_stop_the_subscrib
 ) -> None:
     assert await _declare(_settings(vhost), delivery_limit=20) == ()
     # Redeclared with another limit: used as it is instead of failing to start.
-    assert await _declare(_settings(vhost), delivery_limit=30) == ("feed.events",)
+    queues = tuple(s.queue for s in discover().values())
+    assert FEED.queue in queues
+    assert await _declare(_settings(vhost), delivery_limit=30) == queues
     result = run_check(vhost, "--json", delivery_limit=30)
     assert result.exit_code == 1
-    [difference] = _differences(result)
-    assert (difference["problem"], difference["expected"], difference["actual"]) == (
-        "delivery limit",
-        "30",
-        "20",
-    )
-    assert "set_policy" in difference["fix"]
+    differences = _differences(result)
+    assert len(differences) == len(queues)  # one per subscriber queue
+    for difference in differences:
+        assert (difference["problem"], difference["expected"], difference["actual"]) == (
+            "delivery limit",
+            "30",
+            "20",
+        )
+        assert "set_policy" in difference["fix"]
 
 
 async def test_process_user_without_a_permission_is_reported(vhost: str) -> None:
