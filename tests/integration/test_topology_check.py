@@ -22,8 +22,8 @@ from yarl import URL
 
 from consumers.feed import SUBSCRIBER as FEED
 from ops.cli import app
-from outbox.subscribers import discover
 from outbox.settings import Settings
+from outbox.subscribers import discover
 from outbox.topology import (
     EVENTS_EXCHANGE,
     declare_exchange,
