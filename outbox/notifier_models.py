@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Integer, String, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -33,7 +33,7 @@ class NotifierUser(Base):
 
 
 class NotifierQuestion(Base):
-    """What a mail about an answer needs: the title (the newest one wins) and the author."""
+    """What a mail about an answer needs: the title (highest sequence wins) and the author."""
 
     __tablename__ = "questions"
     __table_args__ = {"schema": "notifier"}
@@ -42,8 +42,10 @@ class NotifierQuestion(Base):
     title: Mapped[str] = mapped_column(String(200))
     # NULL until an event naming the author arrives (a title-only event may come first).
     author: Mapped[str | None] = mapped_column(String(64))
-    # When the title was set (the event's occurred_at; -infinity while no title is known):
-    # a later title replaces an earlier one, an earlier one arriving late changes nothing.
+    # The envelope sequence of the event that set the title (-1 while none is known; 0 for
+    # events from before sequences): a higher one replaces the title, a lower one arriving
+    # late changes nothing. ``title_at`` (the event's time) only breaks ties.
+    title_sequence: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     title_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=text("now()")

@@ -68,14 +68,16 @@ async def project_questions(conn: AsyncConnection, events: Sequence[DecodedEvent
     edit), each as of the event's time: the latest title wins in any delivery order."""
     for event in events:
         data = event.data
-        at = event.envelope.occurred_at
+        at, sequence = event.envelope.occurred_at, event.envelope.sequence or 0
         if isinstance(data, QuestionCreatedV1):
             await state.upsert_question(
-                conn, data.question_id, at, title=data.title, author=data.author
+                conn, data.question_id, at, title=data.title, author=data.author, sequence=sequence
             )
         else:
             assert isinstance(data, QuestionEditedV1)
-            await state.upsert_question(conn, data.question_id, at, title=data.title)
+            await state.upsert_question(
+                conn, data.question_id, at, title=data.title, sequence=sequence
+            )
 
 
 def _answered(data: object) -> tuple[uuid.UUID, str | None]:
@@ -104,7 +106,9 @@ class Notifier:
         question_id, title = _answered(data)
         async with self._engine.begin() as conn:
             if title is not None:
-                await state.upsert_question(conn, question_id, env.occurred_at, title=title)
+                await state.upsert_question(
+                    conn, question_id, env.occurred_at, title=title, sequence=env.sequence or 0
+                )
             target = await state.target_of(conn, question_id)
         outcome, recipient = self._decide(event, question_id, target)
         if outcome == SENT:

@@ -4,7 +4,8 @@ Built only from events, in any delivery order and with duplicates:
 
 * a user row keeps the state with the highest ``revision`` (every ``user.*`` event
   carries the whole state);
-* a question row keeps the title with the latest ``title_at`` (the event's time) and
+* a question row keeps the title of the highest envelope ``sequence`` (last writer by
+  sequence, never by arrival or clock; ``title_at``, the event's time, breaks ties) and
   the author once any event told it. A future title-changing event (``question.edited``)
   calls :func:`upsert_question` with its title and time and no author.
 
@@ -31,15 +32,23 @@ WHERE u.revision < excluded.revision
 """
 )
 
-# A title only replaces an older one; the author, once known, never changes.
+# A title only replaces one of a lower sequence (the event's per-question sequence; the
+# event time only breaks ties between events from before sequences, all 0); the author,
+# once known, never changes.
 _UPSERT_QUESTION = text(
     """
-INSERT INTO notifier.questions AS q (question_id, title, author, title_at)
+INSERT INTO notifier.questions AS q (question_id, title, author, title_at, title_sequence)
 VALUES (:question_id, coalesce(:title, ''), :author,
-        CASE WHEN :title IS NULL THEN '-infinity'::timestamptz ELSE :title_at END)
+        CASE WHEN :title IS NULL THEN '-infinity'::timestamptz ELSE :title_at END,
+        CASE WHEN :title IS NULL THEN -1 ELSE :sequence END)
 ON CONFLICT (question_id) DO UPDATE SET
-    title = CASE WHEN excluded.title_at > q.title_at THEN excluded.title ELSE q.title END,
-    title_at = greatest(q.title_at, excluded.title_at),
+    title = CASE WHEN (excluded.title_sequence, excluded.title_at)
+                      > (q.title_sequence, q.title_at)
+                 THEN excluded.title ELSE q.title END,
+    title_at = CASE WHEN (excluded.title_sequence, excluded.title_at)
+                         > (q.title_sequence, q.title_at)
+                    THEN excluded.title_at ELSE q.title_at END,
+    title_sequence = greatest(q.title_sequence, excluded.title_sequence),
     author = coalesce(q.author, excluded.author),
     updated_at = now()
 """
@@ -78,9 +87,17 @@ async def upsert_question(
     *,
     title: str | None = None,
     author: str | None = None,
+    sequence: int = 0,
 ) -> None:
-    """Record what an event says about a question: its title as of ``at``, its author."""
-    params = {"question_id": question_id, "title": title, "author": author, "title_at": at}
+    """Record what an event says about a question: its title as of event ``sequence``
+    (written at ``at``), its author."""
+    params = {
+        "question_id": question_id,
+        "title": title,
+        "author": author,
+        "title_at": at,
+        "sequence": sequence,
+    }
     await conn.execute(_UPSERT_QUESTION, params)
 
 

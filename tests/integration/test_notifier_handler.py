@@ -211,3 +211,25 @@ async def test_the_mail_names_the_latest_title_from_edits_and_v2_answers(
         "New answer to your question 'edited'",
         "New answer to your question 'carried by the answer'",
     ]
+
+
+async def test_the_title_of_the_highest_sequence_wins_whatever_the_clocks_say(
+    notifier: Notifier, smtp: TestSmtpServer, engine: AsyncEngine
+) -> None:
+    """Two API processes with skewed clocks: the later edit (sequence 3) carries an EARLIER
+    time than the one before it (sequence 2). Sequence decides, in either arrival order."""
+    from tests.integration.notifier_support import edited_event
+
+    for order in ("newest-last", "newest-first"):
+        alice = fresh_name("alice")
+        question = question_event(alice, title="first")
+        older = edited_event(question, "second (sequence 2)").model_copy(update={"sequence": 2})
+        newest = edited_event(question, "third (sequence 3)").model_copy(
+            update={"sequence": 3, "occurred_at": older.occurred_at.replace(year=2000)}
+        )
+        question = question.model_copy(update={"sequence": 1})
+        edits = (older, newest) if order == "newest-last" else (newest, older)
+        await _known(engine, user_event(alice), question, *edits)
+        await notifier.notify(decoded(answer_event(question, fresh_name("bob"))))
+        (mail,) = smtp.to(address(alice))
+        assert mail.subject == "New answer to your question 'third (sequence 3)'", order
