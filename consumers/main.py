@@ -16,7 +16,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from outbox import subscribers
+from outbox import subscribers, tracing
 from outbox.runtime import run, setup_logging
 from outbox.settings import Settings
 
@@ -50,6 +50,7 @@ def _run(name: str, command: str) -> None:
         print(f"qa-consumer: {exc.args[0]}", file=sys.stderr)
         raise typer.Exit(2) from None
     settings = _settings(command)
+    tracing.setup(f"qa-consumer-{name}")
     raise typer.Exit(run(lambda: run_subscriber(settings, subscriber), command))
 
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from opentelemetry import trace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runtime import metrics
@@ -32,6 +33,8 @@ from consumers.runtime.effects import EffectPerformer
 from consumers.runtime.item import Item, route
 from consumers.runtime.projections import ProjectionApplier
 from consumers.runtime.settle import Policy, Settler, is_stale
+from consumers.runtime.spans import BatchSpans
+from outbox import logs, tracing
 from outbox.subscribers import Projection, SideEffect, Subscriber
 
 log = logging.getLogger("qa.consumer")
@@ -116,11 +119,30 @@ class SubscriberConsumer:
         # A message from a channel that closed since can no longer be acked; the broker
         # redelivers it on the new channel, so working on it now would be wasted.
         items = [route(self._subscriber, m) for m in batch if not is_stale(m)]
+        # Log lines of the batch carry the subscriber; one context-variable set per batch.
+        token = logs.bind_values(subscriber=self._name)
+        try:
+            if tracing.enabled():  # the only cost while tracing is off
+                await self._handle_traced(items)
+            else:
+                await self._handle(items)
+        finally:
+            logs.unbind(token)
+        metrics.BATCH_SIZE.labels(self._name).observe(len(batch))
+        metrics.BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+
+    async def _handle(self, items: list[Item]) -> None:
         await self._apply(items)
         self._count(items)
         await self._settler.settle(items)
-        metrics.BATCH_SIZE.labels(self._name).observe(len(batch))
-        metrics.BATCH_SECONDS.labels(self._name).observe(time.perf_counter() - started)
+
+    async def _handle_traced(self, items: list[Item]) -> None:
+        spans = BatchSpans(self._name, self._queue.name, items)
+        try:
+            with trace.use_span(spans.batch, end_on_exit=False):
+                await self._handle(items)
+        finally:
+            spans.finish()
 
     async def _apply(self, items: list[Item]) -> None:
         projected = [i for i in items if i.error is None and isinstance(i.handler, Projection)]
