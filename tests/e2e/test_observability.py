@@ -1,5 +1,5 @@
 """The real processes with OTEL_TRACES_EXPORTER=console and JSON logs: one trace id in the
-API's and the relay's output; no secret in any process's output."""
+API's, the relay's and the feed's output; no secret in any process's output."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def span_trace_ids(text_: str) -> set[str]:
     return set(re.findall(r'"trace_id": "0x([0-9a-f]{32})"', text_))
 
 
-def test_one_trace_id_across_api_and_relay_and_no_secrets(
+def test_one_trace_id_across_api_relay_and_feed_and_no_secrets(
     services: dict[str, str], db: Engine, tmp_path: Path
 ) -> None:
     url = make_url(services["QA_DATABASE_URL"]).set(password=DB_PASSWORD)
@@ -106,8 +106,8 @@ def test_one_trace_id_across_api_and_relay_and_no_secrets(
                 )
 
         wait_for("the answer applied by the feed", applied)
-        # Spans are exported when they end. (Subscriber process spans: not built yet.)
-        for name in ("api", "relay"):
+        # Spans are exported when they end; the feed's process span ends after its ack.
+        for name in ("api", "relay", "feed"):
             wait_for(
                 f"the trace id in the {name}'s spans",
                 lambda n=name: trace_id in span_trace_ids(procs[n].log_text()),
