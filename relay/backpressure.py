@@ -45,7 +45,8 @@ async def is_blocked(connection: AbstractRobustConnection, wait: float = _PROBE_
     if amqp is None or not amqp.connected.is_set():
         return False
     try:
-        await asyncio.wait_for(amqp.ready(), wait)
+        async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancellation
+            await amqp.ready()
     except TimeoutError:
         return bool(amqp.connected.is_set())
     return False

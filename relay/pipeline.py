@@ -85,8 +85,11 @@ class Pipeline:
                     await batches[0]  # re-raises a failed mark: the term ends
                     batches.pop(0)
                 if not batches:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                    # cancellation that arrives as the wait ends, and the loop would run on.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                        async with asyncio.timeout(self._poll_interval):
+                            await self._wake.wait()
         finally:
             # A batch task cancelled before it ran never reaches its own cleanup.
             for inflight in publishing:

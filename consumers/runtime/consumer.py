@@ -35,6 +35,7 @@ from consumers.runtime.projections import ProjectionApplier
 from consumers.runtime.settle import Policy, Settler, is_stale
 from consumers.runtime.spans import BatchSpans
 from outbox import logs, tracing
+from outbox.runtime import raise_if_cancelling
 from outbox.subscribers import Projection, SideEffect, Subscriber
 
 log = logging.getLogger("qa.consumer")
@@ -107,10 +108,14 @@ class SubscriberConsumer:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the get completes (the process would not stop).
             try:
-                batch.append(await asyncio.wait_for(self._buffer.get(), remaining))
+                async with asyncio.timeout(remaining):
+                    item = await self._buffer.get()
             except TimeoutError:
                 break
+            batch.append(item)
         return batch
 
     async def handle_batch(self, batch: Sequence[AbstractIncomingMessage]) -> None:
@@ -154,6 +159,7 @@ class SubscriberConsumer:
             try:
                 await step(group)
             except Exception as exc:  # a runtime bug must not end the process either
+                raise_if_cancelling(exc)
                 log.exception("%s: applying %d message(s) failed", self._name, len(group))
                 for item in group:
                     if item.applied is None:

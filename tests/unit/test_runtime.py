@@ -114,3 +114,49 @@ def test_permanent_reasons(exc: BaseException, reason: str) -> None:
 )
 def test_transient_failures_are_not_permanent(exc: BaseException) -> None:
     assert permanent_reason(exc) is None
+
+
+async def test_a_stop_that_arrives_as_another_error_is_still_a_stop() -> None:
+    """A loop that handles an error and goes on must not swallow a cancellation that a
+    driver's failed cleanup turned into that error."""
+    import asyncio
+
+    from outbox.runtime import raise_if_cancelling
+
+    turns = 0
+    started = asyncio.Event()
+
+    async def loop_that_handles_errors() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            try:
+                try:
+                    started.set()
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError as exc:
+                    raise OSError("cancel request could not be sent") from exc
+            except OSError as exc:
+                raise_if_cancelling(exc)
+
+    task = asyncio.create_task(loop_that_handles_errors())
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:  # the bug: the loop went on; stop it for good so the test can end
+        for _ in range(3):
+            task.cancel()
+            await asyncio.sleep(0)
+    assert task in done and task.cancelled(), "the cancellation was swallowed"
+    assert turns == 1
+
+
+def test_raise_if_cancelling_lets_ordinary_errors_through() -> None:
+    import asyncio
+
+    from outbox.runtime import raise_if_cancelling
+
+    async def main() -> None:
+        raise_if_cancelling(OSError("x"))  # not cancelling: returns
+
+    asyncio.run(main())
