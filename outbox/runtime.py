@@ -33,19 +33,6 @@ T = TypeVar("T")
 log = logging.getLogger("qa")
 
 
-def raise_if_cancelling(exc: BaseException) -> None:
-    """Re-raise a stop that arrived as another error.
-
-    A driver's cleanup on cancellation can fail and replace ``CancelledError`` with its
-    own error (say a psycopg ``OperationalError`` when the cancel request cannot be sent);
-    a loop that handles that error and goes on would never stop. Call this first in such
-    ``except`` blocks: while the task is being cancelled, it raises ``CancelledError``.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError() from exc
-
-
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Root logging on stderr, ``text`` or ``json`` (see :mod:`outbox.logs`)."""
     logs.setup_logging(level, fmt)

@@ -24,7 +24,6 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from outbox.runtime import raise_if_cancelling
 from outbox.settings import Settings
 from relay import backpressure, leader, metrics, store
 from relay.pipeline import Pipeline
@@ -78,7 +77,6 @@ class Relay:
                 try:
                     await ShardCoordinator(self, self.settings.relay_shards).run()
                 except EXPECTED as exc:
-                    raise_if_cancelling(exc)
                     log.warning("relay: shard coordination ended: %s", describe(exc))
                 await asyncio.sleep(1.0)
         backoff = 0.5
@@ -92,10 +90,8 @@ class Relay:
                     conn = await self.connect("lock", autocommit=True)
                 await self._term(conn)
             except EXPECTED as exc:
-                raise_if_cancelling(exc)
                 log.warning("relay: leadership term ended: %s", describe(exc))
-            except Exception as exc:
-                raise_if_cancelling(exc)
+            except Exception:
                 log.exception("relay: leadership term ended by an unexpected error")
             finally:
                 self._set_leader(False)

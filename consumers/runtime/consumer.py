@@ -35,7 +35,6 @@ from consumers.runtime.projections import ProjectionApplier
 from consumers.runtime.settle import Policy, Settler, is_stale
 from consumers.runtime.spans import BatchSpans
 from outbox import logs, tracing
-from outbox.runtime import raise_if_cancelling
 from outbox.subscribers import Projection, SideEffect, Subscriber
 
 log = logging.getLogger("qa.consumer")
@@ -159,7 +158,6 @@ class SubscriberConsumer:
             try:
                 await step(group)
             except Exception as exc:  # a runtime bug must not end the process either
-                raise_if_cancelling(exc)
                 log.exception("%s: applying %d message(s) failed", self._name, len(group))
                 for item in group:
                     if item.applied is None:

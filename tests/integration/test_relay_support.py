@@ -170,9 +170,12 @@ async def running_relay(
         yield relay
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # A relay that ignores its cancellation must fail the test, not hang the suite.
+        done, _ = await asyncio.wait({task}, timeout=60)
         await connection.close()
+        assert task in done, "the relay did not stop within 60 s of being cancelled"
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 def _standing_by(settings: Settings, name: str) -> bool:
