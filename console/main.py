@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import text
 
 from console.app import APPLICATION_NAME, create_app
+from outbox import tracing
 from outbox.db import make_async_engine
 from outbox.errors import StartupError
 from outbox.runtime import connect_with_retry, setup_logging
@@ -45,6 +46,7 @@ def main() -> None:
         print(f"qa-console: cannot start: invalid configuration ({fields})", file=sys.stderr)
         sys.exit(1)
     setup_logging(settings.log_level, settings.log_format)
+    tracing.setup("qa-console")  # replays from the console record their span (off by default)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per overview refresh
     try:
         asyncio.run(

@@ -10,6 +10,7 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from ops import asyncapi, dbcmd, dlq, events, outbox_status, tokens, topology, users
+from outbox import tracing
 
 app = typer.Typer(
     name="qa-ops",
@@ -45,6 +46,9 @@ def console_() -> None:
 
 
 def main() -> None:
+    # Replays record a span when OTEL_TRACES_EXPORTER is set; stdout stays the output
+    # (--json), so the console exporter writes to stderr.
+    tracing.setup("qa-ops", console_out=sys.stderr)
     try:
         app()
     except OperationalError as exc:

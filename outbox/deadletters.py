@@ -9,6 +9,7 @@ subscriber of ``qa.events`` sees it again. Every replay and discard writes an au
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
+from outbox import tracing
+from outbox.headers import from_jsonable
 from outbox.models import DeadLetter, DeadLetterAudit, OutboxRow
 from outbox.subscribers import replayable_queues
 from outbox.topology import (
@@ -229,8 +232,13 @@ def _claim(conn: Connection, letter_id: int, new_status: str) -> dict[str, Any] 
 
 
 def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
-    """Replay one dead letter in one transaction (status, outbox row, audit row)."""
-    with engine.begin() as conn:
+    """Replay one dead letter in one transaction (status, outbox row, audit row).
+
+    The message keeps its trace context (``traceparent``/``tracestate``); with tracing
+    on, the replay records a ``replay <queue>`` span linked to it, which ends after the
+    commit (:func:`outbox.tracing.replay_span`).
+    """
+    with contextlib.ExitStack() as traced, engine.begin() as conn:
         target = conn.scalar(select(DeadLetter.failed_queue).where(DeadLetter.id == letter_id))
         if target is not None and target not in replayable_queues():
             outcome = f"refused: {target!r} is not a replayable consumer queue"
@@ -240,6 +248,9 @@ def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
         if letter is None:
             return _refusal(conn, letter_id, "replay", actor)
         event_id, note = event_id_for(letter["message_id"])
+        headers = replay_headers(letter)
+        if tracing.enabled():  # the only cost while tracing is off
+            headers.update(traced.enter_context(_replay_span(letter, event_id)))
         outbox_id = conn.scalar(
             insert(OutboxRow)
             .values(
@@ -250,7 +261,7 @@ def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
                 exchange="",
                 routing_key=letter["failed_queue"],
                 body=letter["body"],
-                headers=replay_headers(letter),
+                headers=headers,
             )
             .returning(OutboxRow.id)
         )
@@ -259,6 +270,18 @@ def replay(engine: Engine, letter_id: int, actor: str) -> ActionResult:
             outcome += f" ({note})"
         _audit(conn, letter_id, "replay", actor, outcome, None)
     return ActionResult(letter_id, "replayed", ok=True, outbox_id=outbox_id, note=note)
+
+
+def _replay_span(
+    letter: dict[str, Any], event_id: uuid.UUID
+) -> contextlib.AbstractContextManager[dict[str, str]]:
+    attributes: dict[str, str | int] = {"qa.dead_letter.id": letter["id"]}
+    if letter["event_type"]:
+        attributes["qa.event.type"] = letter["event_type"]
+    if letter.get("subscriber"):
+        attributes["qa.subscriber"] = letter["subscriber"]
+    headers = from_jsonable(letter["headers"] or {})
+    return tracing.replay_span(event_id, letter["failed_queue"], headers, attributes)
 
 
 def discard(engine: Engine, letter_id: int, actor: str, reason: str) -> ActionResult:

@@ -17,10 +17,12 @@ CLIENT batch span with links), ``process <queue>`` (CONSUMER).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any, TextIO
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -93,10 +95,14 @@ def exporters_from_env() -> list[str]:
     return [name.strip().lower() for name in raw.split(",") if name.strip() not in ("", "none")]
 
 
-def setup(default_service_name: str) -> trace.TracerProvider | None:
+def setup(
+    default_service_name: str, console_out: TextIO | None = None
+) -> trace.TracerProvider | None:
     """Build the tracer provider the ``OTEL_*`` variables ask for; ``None`` when off.
 
     The SDK is imported only here, so a process with tracing off never loads it.
+    ``console_out`` is where the ``console`` exporter writes (stdout unless given: a CLI
+    whose stdout is its ``--json`` output passes stderr).
     """
     names = exporters_from_env()
     if not names:
@@ -110,12 +116,15 @@ def setup(default_service_name: str) -> trace.TracerProvider | None:
         SimpleSpanProcessor,
     )
 
-    # OTEL_SERVICE_NAME, when set, wins over the default (Resource.create reads it).
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: default_service_name}))
+    # OTEL_SERVICE_NAME, when set, wins over the default. (Resource.create reads it too,
+    # but the attributes passed to it win over what it reads.)
+    service = os.environ.get("OTEL_SERVICE_NAME", "").strip() or default_service_name
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     for name in names:
         if name == "console":
             # One JSON document per span on stdout as soon as it ends (people and tests).
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            exporter = ConsoleSpanExporter(out=console_out or sys.stdout)
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
         elif name == "otlp":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -193,3 +202,43 @@ def create_span_headers(
     ):
         propagate.inject(headers)
     return {k: v for k, v in headers.items() if k in (TRACEPARENT, TRACESTATE)}
+
+
+@contextlib.contextmanager
+def replay_span(
+    event_id: object,
+    queue: str,
+    headers: Mapping[str, Any] | None,
+    attributes: Mapping[str, str | int],
+) -> Iterator[dict[str, str]]:
+    """The PRODUCER ``replay <queue>`` span of an operator's dead-letter replay.
+
+    A new span (in the operator's context, never a child of the message's trace) that
+    LINKS to the context the message carries. The message keeps that context, so the
+    subscriber's processing of the replay continues the original trace. Yields the W3C
+    headers to add to the replayed message: none when it carries a context, else the
+    replay span's own (the replay then starts the message's trace). Yields ``{}`` and
+    records nothing while tracing is off.
+    """
+    if _tracer is None:
+        yield {}
+        return
+    links = links_to(headers)
+    with _tracer.start_as_current_span(
+        f"replay {queue}",
+        kind=SpanKind.PRODUCER,
+        links=links,
+        attributes={
+            SYSTEM: "rabbitmq",
+            OPERATION_NAME: "replay",
+            OPERATION_TYPE: "send",
+            DESTINATION: "",  # the default exchange, straight to the queue that failed it
+            ROUTING_KEY: queue,
+            MESSAGE_ID: str(event_id),
+            **attributes,
+        },
+    ):
+        added: dict[str, str] = {}
+        if not links:
+            propagate.inject(added)
+        yield {k: v for k, v in added.items() if k in (TRACEPARENT, TRACESTATE)}
