@@ -114,12 +114,14 @@ class Relay:
         if not value:
             metrics.forget_outbox_figures()
 
-    async def term(self, lock_conn: psycopg.AsyncConnection[Any], shard: int | None = None) -> None:
-        """Lead ``shard`` (None: everything) if its lock is free right now; return at once
-        when it is not. Used by the shard coordinator."""
+    async def term(self, lock_conn: psycopg.AsyncConnection[Any], shard: int | None = None) -> bool:
+        """Lead ``shard`` (None: everything) if its lock is free right now; return False at
+        once when it is not. Used by the shard coordinator."""
         key = shard_lock_key(self.settings.relay_lock_key, shard or 0)
-        if await leader.try_lock(lock_conn, key):
-            await self._term(lock_conn, shard, locked=True)
+        if not await leader.try_lock(lock_conn, key):
+            return False
+        await self._term(lock_conn, shard, locked=True)
+        return True
 
     async def _term(
         self,

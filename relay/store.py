@@ -88,7 +88,10 @@ async def connect(
     url: str | SecretStr, *, application_name: str, autocommit: bool, idle_tx_timeout_ms: int
 ) -> psycopg.AsyncConnection[Any]:
     """A relay connection. ``idle_in_transaction_session_timeout`` bounds any claim left
-    open by a stalled process; TCP keepalives notice a dead peer without a query."""
+    open by a stalled process; TCP keepalives notice a dead peer without a query, on both
+    ends: the server-side ones (``tcp_keepalives_*``, kernel defaults are two hours) make
+    PostgreSQL end the session, releasing its advisory locks, about 11 s after the relay's
+    host dies or is cut off (a killed process's sockets are closed at once by its kernel)."""
     return await psycopg.AsyncConnection.connect(
         libpq_dsn(url),
         autocommit=autocommit,
@@ -98,7 +101,8 @@ async def connect(
         keepalives_idle=5,
         keepalives_interval=2,
         keepalives_count=3,
-        options=f"-c idle_in_transaction_session_timeout={idle_tx_timeout_ms}",
+        options=f"-c idle_in_transaction_session_timeout={idle_tx_timeout_ms}"
+        " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3",
     )
 
 

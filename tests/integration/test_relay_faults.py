@@ -149,5 +149,12 @@ async def test_relay_connections_bound_idle_transactions(settings: Settings) -> 
         async with conn:
             cur = await conn.execute("SHOW idle_in_transaction_session_timeout")
             assert (await cur.fetchone()) == ("6s",)
+            # The server notices a dead relay host (its advisory locks are released).
+            cur = await conn.execute(
+                "SELECT current_setting('tcp_keepalives_idle'),"
+                " current_setting('tcp_keepalives_interval'),"
+                " current_setting('tcp_keepalives_count')"
+            )
+            assert (await cur.fetchone()) == ("5", "2", "3")
     finally:
         await connection.close()
