@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 def _outcome(item: Item) -> str:
     if item.error is not None:
         return "failed"
+    if item.applied is None:
+        # Stopped (cancelled) while the batch was applied or settled: the broker
+        # redelivers it. Not a duplicate, which the inbox already had.
+        return "interrupted"
     return "applied" if item.applied else "duplicate"
 
 
