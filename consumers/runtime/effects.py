@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runtime import inbox
-from consumers.runtime.item import Item
+from consumers.runtime.item import Item, logged
 from outbox.subscribers import SideEffect
 
 
@@ -65,6 +65,7 @@ class EffectPerformer:
 
     async def _one(self, item: Item) -> bool:
         assert item.event is not None and isinstance(item.handler, SideEffect)
-        async with self._limit:
-            await item.handler.perform(self._resources, item.event)
-        return await inbox.record(self._engine, self._subscriber, item.event)
+        with logged(item):
+            async with self._limit:
+                await item.handler.perform(self._resources, item.event)
+            return await inbox.record(self._engine, self._subscriber, item.event)

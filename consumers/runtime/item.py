@@ -8,10 +8,12 @@ version)``. Anything that cannot be routed is a permanent failure of THIS messag
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from outbox import logs
 from outbox.errors import PermanentMessageError
 from outbox.events import DecodedEvent
 from outbox.subscribers import Handler, Subscriber
@@ -28,6 +30,19 @@ class Item:
     error: Exception | None = None
     # True: applied now; False: the inbox had it (duplicate); None: not (yet) applied.
     applied: bool | None = None
+
+
+def logged(item: Item) -> contextlib.AbstractContextManager[None]:
+    """Log lines written inside carry this message's ``event_id`` and ``delivery_tag``.
+
+    For the code that handles ONE message (a side effect, an isolated projection event,
+    a retry or dead-letter copy); a whole batch is bound to its subscriber only.
+    """
+    event_id = item.event.envelope.id if item.event is not None else item.message.message_id
+    fields: dict[str, object] = {"delivery_tag": item.message.delivery_tag}
+    if event_id:
+        fields["event_id"] = str(event_id)
+    return logs.bind(**fields)
 
 
 def route(subscriber: Subscriber, message: AbstractIncomingMessage) -> Item:

@@ -23,7 +23,7 @@ from tenacity import (
 )
 
 from consumers.runtime import inbox, metrics
-from consumers.runtime.item import Item
+from consumers.runtime.item import Item, logged
 from outbox.events import DecodedEvent
 from outbox.subscribers import Projection
 from outbox.transient import is_transient
@@ -100,8 +100,9 @@ class ProjectionApplier:
             for item in items:
                 assert item.event is not None
                 try:
-                    async with conn.begin_nested():
-                        fresh |= await self._apply_in(conn, [item])
+                    with logged(item):
+                        async with conn.begin_nested():
+                            fresh |= await self._apply_in(conn, [item])
                 except Exception as exc:
                     if is_transient(exc):
                         raise

@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from consumers.runtime import metrics
 from consumers.runtime.disposition import Outcome, classify
 from consumers.runtime.failed_messages import attempts_of, dead_letter_message, retry_message
+from consumers.runtime.item import logged
 
 if TYPE_CHECKING:
     from consumers.runtime.item import Item
@@ -70,12 +71,13 @@ class Settler:
         retried: Counter[str] = Counter()
         for item, result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
-                log.error(
-                    "%s: could not publish retry/dead letter for message %s: %r; requeueing",
-                    self._subscriber,
-                    item.message.message_id,
-                    result,
-                )
+                with logged(item):
+                    log.error(
+                        "%s: could not publish retry/dead letter for message %s: %r; requeueing",
+                        self._subscriber,
+                        item.message.message_id,
+                        result,
+                    )
                 unpublished.append(item)
             elif result:
                 retried[result] += 1
@@ -90,6 +92,10 @@ class Settler:
 
     async def _divert_one(self, item: Item) -> str | None:
         """Publish the copy; return the error class when it was a retry (for the summary)."""
+        with logged(item):
+            return await self._divert_logged(item)
+
+    async def _divert_logged(self, item: Item) -> str | None:
         assert item.error is not None
         message = item.message
         disposition = classify(

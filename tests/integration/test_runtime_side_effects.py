@@ -104,8 +104,10 @@ async def test_cancellation_inside_a_side_effect_is_never_swallowed(settings: Se
     engine = make_engine(toy, settings)
     try:
 
-        class Message:  # what route() reads of an incoming message
+        class Message:  # what route() and the log binding read of an incoming message
             body = question_event().to_bytes()
+            message_id = None
+            delivery_tag = 1
 
         item = route(toy, Message())  # type: ignore[arg-type]
         performer = EffectPerformer(toy.name, engine, None, concurrency=2)
