@@ -51,6 +51,7 @@ def _run(name: str, command: str) -> None:
         raise typer.Exit(2) from None
     settings = _settings(command)
     tracing.setup(f"qa-consumer-{name}")
+    tracing.instrument_psycopg()  # SQL spans inside each batch's process span
     raise typer.Exit(run(lambda: run_subscriber(settings, subscriber), command))
 
 

@@ -77,7 +77,8 @@ def instrument_psycopg() -> None:
     """Spans for every psycopg statement (connections opened after this call).
 
     Only for processes whose statements run inside spans (API requests, message
-    processing): elsewhere each statement would start a trace of its own.
+    processing): elsewhere each statement would start a trace of its own, so such a
+    process runs its housekeeping statements inside :func:`untraced`.
     """
     if _provider is None:
         return
@@ -86,6 +87,16 @@ def instrument_psycopg() -> None:
     instrumentor = PsycopgInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=_provider, skip_dep_check=True)
+
+
+def untraced() -> contextlib.AbstractContextManager[None]:
+    """Statements run inside record no spans (housekeeping outside any trace, such as a
+    subscriber's start-up probe and inbox retention). A no-op while tracing is off."""
+    if _provider is None:
+        return contextlib.nullcontext()
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    return suppress_instrumentation()
 
 
 def exporters_from_env() -> list[str]:

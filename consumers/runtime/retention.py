@@ -22,6 +22,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumers.runtime import inbox, metrics
+from outbox import tracing
 
 log = logging.getLogger("qa.consumer.retention")
 
@@ -52,7 +53,8 @@ async def retention_loop(
         return
     while True:
         try:
-            deleted = await purge_expired(engine, subscriber, retention_seconds, batch)
+            with tracing.untraced():  # housekeeping: no trace of its own per run
+                deleted = await purge_expired(engine, subscriber, retention_seconds, batch)
             if deleted:
                 log.info("%s: deleted %d inbox rows past retention", subscriber, deleted)
         except Exception as exc:

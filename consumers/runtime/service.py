@@ -24,6 +24,7 @@ from consumers.runtime import metrics
 from consumers.runtime.consumer import OnDelivery, SubscriberConsumer
 from consumers.runtime.retention import retention_loop
 from consumers.runtime.settle import Policy
+from outbox import tracing
 from outbox.amqp import connect_cluster
 from outbox.db import make_async_engine
 from outbox.runtime import connect_with_retry
@@ -47,8 +48,9 @@ def make_engine(subscriber: Subscriber, settings: Settings) -> AsyncEngine:
 
 
 async def _ping(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.execute(text("SELECT 1"))
+    with tracing.untraced():  # no trace of its own for the start-up probe
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
 
 async def run_subscriber(

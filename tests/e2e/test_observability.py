@@ -127,6 +127,8 @@ def test_one_trace_id_across_api_relay_and_feed_and_no_secrets(
         201,
     )
     assert line["request_id"] and line["span_id"]
+    # qa-consumer instruments psycopg: the feed's statements are spans too.
+    assert re.search(r'"db\.system(\.name)?": "postgresql"', procs["feed"].log_text())
     for name, proc in procs.items():
         output = proc.log_text()
         assert json_log_lines(output), f"{name} wrote no JSON log line"
