@@ -20,6 +20,8 @@ from api.body_limit import BodyLimitMiddleware
 from api.docs import install_docs
 from api.errors import ErrorMiddleware, install_error_handlers
 from api.feed_cache import FeedCache
+from api.feed_fast import FeedFastPath
+from api.feed_pages import FeedPages
 from api.feed_query import FeedReader
 from api.idempotency_retention import run_retention
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -27,7 +29,7 @@ from api.request_id import RequestIdMiddleware
 from api.routes import asyncapi, feed, health, questions
 from api.token_cache import TokenCache
 from outbox import tracing
-from outbox.db import make_async_engine
+from outbox.db import libpq_dsn, make_async_engine
 from outbox.settings import Settings
 
 APPLICATION_NAME = "qa-api"
@@ -60,10 +62,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engines = {"database": engine} if same else {"database": engine, "feed": feed_engine}
     app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
     app.state.feed_sessions = async_sessionmaker(feed_engine, expire_on_commit=False)
-    app.state.feed_reader = FeedReader(feed_engine)
-    app.state.feed_cache = FeedCache(
-        settings.api_feed_cache_seconds, settings.api_feed_cache_entries
+    reader = FeedReader(
+        libpq_dsn(settings.feed_url),
+        size=settings.api_feed_pool_size,
+        timeout=POOL_TIMEOUT_SECONDS,
+        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
+        application_name=APPLICATION_NAME,
     )
+    await reader.open()
+    cache = FeedCache(settings.api_feed_cache_seconds, settings.api_feed_cache_entries)
+    app.state.feed = FeedPages(reader, cache)
     retention = None
     if settings.api_idempotency_retention_seconds > 0:
         retention = asyncio.create_task(
@@ -77,6 +85,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await retention
+        await reader.close()
         for each in app.state.engines.values():
             await each.dispose()
 
@@ -101,6 +110,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(asyncapi.router)
     install_docs(app)
     # add_middleware prepends: the last added is the outermost.
+    if settings.api_feed_fast_path:
+        # Innermost: every middleware below (request id, metrics, errors) still applies.
+        app.add_middleware(
+            FeedFastPath, max_limit=settings.api_feed_max_limit, route=feed.FEED_ROUTE
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(ErrorMiddleware)
     app.add_middleware(

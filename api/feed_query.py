@@ -1,11 +1,20 @@
 """One page of the feed, read with raw psycopg and serialised straight to JSON bytes.
 
-The feed is the hot read path, so it skips the ORM: one prepared statement per filter
-shape (PostgreSQL plans it once per connection), rows fetched as tuples and turned into
-the response body by orjson. The body is exactly what ``FeedPage`` would serialise
-(same field names and order, ISO 8601 times with ``Z`` for UTC); a test holds the two
-together. Reads run in autocommit mode: a single statement needs no transaction, and
-returning the connection to the pool then costs no ``ROLLBACK`` round trip.
+The feed is the hot read path, so it skips the ORM and SQLAlchemy's pool: a fixed-size
+``psycopg_pool`` of autocommit connections (``QA_API_FEED_POOL_SIZE``) that stay open,
+so each keeps its prepared statements; one prepared statement per filter shape
+(PostgreSQL plans it once per connection), rows fetched as tuples and turned into the
+response body by orjson. The body is exactly what ``FeedPage`` would serialise (same
+field names and order, ISO 8601 times with ``Z`` for UTC); a test holds the two
+together. A single statement needs no transaction, and returning an autocommit
+connection costs no ``ROLLBACK`` round trip.
+
+Why not the SQLAlchemy engine: its pool of 10 + 10 overflow opened and closed an
+overflow connection per burst under 16 concurrent readers (a new connection, a new
+prepare), and its greenlet bridge cost a few percent per request (measured, see
+docs/BENCHMARKS.md). A connection broken by a database restart is dropped by the pool
+when it comes back in a bad state, so one request per stale connection gets a 503 and
+the pool refills in the background.
 """
 
 from __future__ import annotations
@@ -14,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg_pool import AsyncConnectionPool
 
 from api import cursor as cursors
 
@@ -72,11 +80,41 @@ def render(rows: list[tuple[Any, ...]], limit: int) -> bytes:
 
 
 class FeedReader:
-    """Reads feed pages through the feed engine's pool (autocommit connections)."""
+    """Reads feed pages through its own pool of autocommit connections.
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        # A copy of the engine that shares its pool, with autocommit on checkout.
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    ``conninfo`` is a libpq connection string (multi-host with ``target_session_attrs``
+    works as everywhere else); ``open()`` starts filling the pool in the background
+    (start-up never waits for the database), a request waits at most ``timeout`` seconds
+    for a connection (``PoolTimeout``, a 503).
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        size: int,
+        timeout: float,
+        statement_timeout_ms: int,
+        application_name: str,
+    ) -> None:
+        self._pool = AsyncConnectionPool(
+            conninfo,
+            min_size=size,
+            max_size=size,
+            timeout=timeout,
+            open=False,
+            name="feed",
+            kwargs={
+                "autocommit": True,
+                "application_name": application_name,
+                "options": f"-c statement_timeout={statement_timeout_ms}",
+            },
+        )
+
+    async def open(self) -> None:
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self._pool.close()
 
     async def page(self, where: FeedFilter, after: cursors.Position | None, limit: int) -> bytes:
         """The JSON body of one page, newest first."""
@@ -90,15 +128,7 @@ class FeedReader:
             params["after_at"] = after.created_at
             params["after_id"] = after.id
         sql = page_sql(where, after is not None)
-        async with self._engine.connect() as conn:
-            fairy = await conn.get_raw_connection()
-            driver: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
-            try:
-                async with driver.cursor() as cur:
-                    await cur.execute(sql, params, prepare=True)
-                    rows = await cur.fetchall()
-            except psycopg.OperationalError:
-                # A dead connection must not go back to the pool for the next request.
-                await conn.invalidate()
-                raise
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(sql, params, prepare=True)
+            rows = await cur.fetchall()
         return render(rows, limit)

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     # feed's bounded staleness; also its Cache-Control max-age). 0 turns the cache off.
     api_feed_cache_seconds: float = Field(default=1.0, ge=0, le=60)
     api_feed_cache_entries: int = Field(default=4096, ge=1)
+    # Connections of the feed's own read pool per API process (kept open: prepared
+    # statements stay warm).
+    api_feed_pool_size: int = Field(default=8, ge=1, le=100)
+    # Serve well-formed GET /feed requests on a lean ASGI path (same responses, far less
+    # CPU); anything else, and every request when false, goes through FastAPI.
+    api_feed_fast_path: bool = True
     # Worker processes of one qa-api (uvicorn workers); 0 = one per CPU core.
     api_workers: int = Field(default=1, ge=0, le=64)
     # Valid tokens are cached this long per API process; a revocation takes effect

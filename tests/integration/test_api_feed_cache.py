@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from api.app import create_app
 from api.feed_cache import FeedCache
+from api.feed_pages import FeedPages
 from api.schemas import FeedPage
 from outbox.settings import Settings
 from tests.integration.test_api_feed import all_pages, newest_first, seed
@@ -37,11 +38,18 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-async def client(settings: Settings, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"api_feed_cache_seconds": TTL}))
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi"])
+async def client(
+    settings: Settings, clock: Clock, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a controllable clock, both ways in (lean path and FastAPI route)."""
+    app = create_app(
+        settings.model_copy(
+            update={"api_feed_cache_seconds": TTL, "api_feed_fast_path": request.param}
+        )
+    )
     async with app.router.lifespan_context(app):
-        app.state.feed_cache = FeedCache(TTL, 1000, clock=clock)
+        app.state.feed = FeedPages(app.state.feed.reader, FeedCache(TTL, 1000, clock=clock))
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as c:
             yield c
