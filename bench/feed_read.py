@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from bench import cpu, feed_seed
 from bench.api_write import wrk
 from bench.apiproc import ApiProc
@@ -36,6 +38,7 @@ from bench.stats import percentile
 MAX_DEPTH = 10
 # Extra configurations measured in the same run, beside the default one (name -> env).
 VARIANTS: dict[str, dict[str, str]] = {
+    "fast-path-off": {"QA_API_FEED_FAST_PATH": "false"},
     "cache-off": {"QA_API_FEED_CACHE_SECONDS": "0"},
     "workers-2": {"QA_API_WORKERS": "2"},
 }
@@ -155,29 +158,56 @@ def lua_script(mix: list[tuple[list[str], float]], seed: int = 42) -> str:
     }
 
 
+_CPU_KEYS = ("api_cpu_us_per_request", "pg_cpu_us_per_request")
+
+
 def _tree_cpu(root: int) -> float:
     return cpu.snapshot({"api": root})["api"]
 
 
+def _backends(env: BenchEnv) -> list[int]:
+    """PIDs of the PostgreSQL backends serving the API under test (its pools)."""
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'qa-api'",
+            (env.database,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _backends_cpu(pids: list[int]) -> float:
+    """CPU seconds of those backends (a backend that exited meanwhile counts 0)."""
+    return sum(cpu.snapshot({str(pid): pid for pid in pids}).values())
+
+
 def measure(
-    api: ApiProc, scripts: dict[str, Path], rounds: int, seconds: int, connections: int
+    api: ApiProc,
+    scripts: dict[str, Path],
+    rounds: int,
+    seconds: int,
+    connections: int,
+    env: BenchEnv | None = None,
 ) -> dict[str, Any]:
-    """Alternating wrk rounds per script; per round rps, latency and API CPU per request."""
+    """Alternating wrk rounds per script; per round rps, latency, and the CPU per request
+    of the API process tree and (with ``env``) of its PostgreSQL backends."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in scripts}
     for _ in range(rounds):
         for name, script in scripts.items():
-            cpu0 = _tree_cpu(api.pid)
+            backends = _backends(env) if env is not None else []
+            cpu0, pg0 = _tree_cpu(api.pid), _backends_cpu(backends)
             result = wrk(api.base, script, seconds, connections)
-            cpu = _tree_cpu(api.pid) - cpu0
+            cpu, pg = _tree_cpu(api.pid) - cpu0, _backends_cpu(backends) - pg0
             requests = result["rps"] * seconds
             result["api_cpu_us_per_request"] = cpu / requests * 1e6 if requests else None
+            if env is not None:
+                result["pg_cpu_us_per_request"] = pg / requests * 1e6 if requests else None
             result["load_average"] = os.getloadavg()[0]
             runs[name].append(result)
     summary: dict[str, Any] = {"runs": runs}
     for name, each in runs.items():
         summary[name] = {
             key: percentile([r[key] for r in each], 50)
-            for key in ("rps", "p50_ms", "p99_ms", "api_cpu_us_per_request")
+            for key in ("rps", "p50_ms", "p99_ms", *_CPU_KEYS)
             if all(r.get(key) is not None for r in each)
         }
         summary[name]["non_2xx"] = sum(r["non_2xx"] for r in each)
@@ -211,7 +241,7 @@ def _variant(
         health_lua.write_text(_HEALTH_LUA)
         wrk(api.base, feed_lua, 2, connections)  # warm-up: connections, caches, page cache
         summary = measure(
-            api, {"healthz": health_lua, "feed": feed_lua}, rounds, seconds, connections
+            api, {"healthz": health_lua, "feed": feed_lua}, rounds, seconds, connections, env
         )
     feed, health = summary["feed"], summary["healthz"]
     summary.update(

@@ -246,6 +246,9 @@ def _feed_read_and_cost(result: dict[str, Any]) -> list[Line]:
     feed = _get(result, "feed_read", "feed_rps")
     health = _get(result, "feed_read", "healthz_rps")
     p99 = _get(result, "feed_read", "feed_p99_ms")
+    api_us = _get(result, "feed_read", "default", "feed", "api_cpu_us_per_request")
+    pg_us = _get(result, "feed_read", "default", "feed", "pg_cpu_us_per_request")
+    health_us = _get(result, "feed_read", "default", "healthz", "api_cpu_us_per_request")
     per_1000 = _get(result, "cost", "moderate", "total_cpu_s_per_1000_answers")
     best = _get(result, "cost", "max_sustained_rate")
     half_p50 = _get(result, "cost", "p50_ms_at_half_max")
@@ -260,6 +263,14 @@ def _feed_read_and_cost(result: dict[str, Any]) -> list[Line]:
             FEED_READ_TARGET,
         ),
         Line("feed-read", "GET /feed p99", _fmt(p99, " ms", 1), "", p99, FEED_READ_P99_TARGET),
+        Line(
+            "feed-read",
+            "CPU per GET /feed: API / PostgreSQL",
+            f"{_fmt(api_us, ' us')} / {_fmt(pg_us, ' us')}",
+            f"/healthz API {_fmt(health_us, ' us')}",
+            None,
+            None,
+        ),
         Line("cost", "CPU s per 1,000 answers (all)", _fmt(per_1000, " s", 2), "", None, None),
         Line("cost", "highest sustained rate", _fmt(best), "", None, None),
         Line("cost", "commit-to-feed p50 @ half", _fmt(half_p50, " ms", 1), "", None, None),
