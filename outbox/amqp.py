@@ -14,13 +14,14 @@ new node by aio-pika's own recovery, so each process resumes what it owns.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 from typing import Any
 
 import aio_pika
 from aio_pika import RobustConnection
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from yarl import URL
@@ -168,3 +169,28 @@ async def connect_first(url: str, *, connect_timeout: float = 10.0) -> AbstractC
 def first_node(url: str) -> URL:
     """The first node's URL (its vhost and credentials are every node's)."""
     return URL(split_nodes(url)[0])
+
+
+def _underlay(connection: AbstractRobustConnection) -> Any | None:
+    transport = getattr(connection, "transport", None)
+    return getattr(transport, "connection", None)
+
+
+async def is_blocked(connection: AbstractRobustConnection, wait: float = 0.05) -> bool:
+    """True while the broker blocks this (connected) connection's publishers: a memory or
+    disk alarm (``connection.blocked``; RabbitMQ blocks a connection when it next
+    publishes during the alarm). Waits up to ``wait`` seconds for ``connection.unblocked``.
+
+    aiormq tracks the state (its ``Connection.ready()`` waits for both "connected" and
+    "unblocked") but exposes no flag; a connected connection whose ``ready()`` does not
+    complete at once is blocked. A disconnected link is not "blocked".
+    """
+    amqp = _underlay(connection)
+    if amqp is None or not amqp.connected.is_set():
+        return False
+    try:
+        async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancellation
+            await amqp.ready()
+    except TimeoutError:
+        return bool(amqp.connected.is_set())
+    return False

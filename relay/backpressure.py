@@ -10,46 +10,22 @@ and logs one line when the block starts and one when it ends. A batch already in
 when the alarm went off settles by its publish timeout like any stalled link (rows left
 untouched, published again later: at least once).
 
-aiormq tracks the state (its ``Connection.ready()`` waits for both "connected" and
-"unblocked") but exposes no flag; a connected connection whose ``ready()`` does not
-complete at once is blocked.
+The probe (``outbox.amqp.is_blocked``) is shared with the subscribers, which hold
+failed messages while their publishing connection is blocked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
 from aio_pika.abc import AbstractRobustConnection
 
+from outbox.amqp import is_blocked
 from relay import metrics
 
 log = logging.getLogger("qa.relay")
 
 CHECK_SECONDS = 1.0
-_PROBE_SECONDS = 0.05
-
-
-def _underlay(connection: AbstractRobustConnection) -> Any | None:
-    transport = getattr(connection, "transport", None)
-    return getattr(transport, "connection", None)
-
-
-async def is_blocked(connection: AbstractRobustConnection, wait: float = _PROBE_SECONDS) -> bool:
-    """True while the broker blocks this (connected) connection's publishers.
-
-    A disconnected link is not "blocked": the publisher's readiness check handles it.
-    """
-    amqp = _underlay(connection)
-    if amqp is None or not amqp.connected.is_set():
-        return False
-    try:
-        async with asyncio.timeout(wait):  # not wait_for: it can swallow a cancellation
-            await amqp.ready()
-    except TimeoutError:
-        return bool(amqp.connected.is_set())
-    return False
 
 
 async def wait_while_blocked(connection: AbstractRobustConnection) -> None:

@@ -32,7 +32,7 @@ from consumers.runtime import metrics
 from consumers.runtime.effects import EffectPerformer
 from consumers.runtime.item import Item, route
 from consumers.runtime.projections import ProjectionApplier
-from consumers.runtime.settle import Policy, Settler, is_stale
+from consumers.runtime.settle import Blocked, Policy, Settler, is_stale
 from consumers.runtime.spans import BatchSpans
 from outbox import logs, tracing
 from outbox.subscribers import Projection, SideEffect, Subscriber
@@ -57,6 +57,7 @@ class SubscriberConsumer:
         batch_wait_ms: int,
         resources: Any = None,
         on_delivery: OnDelivery | None = None,
+        publisher_blocked: Blocked | None = None,
     ) -> None:
         self._subscriber = subscriber
         self._name = subscriber.name
@@ -66,7 +67,7 @@ class SubscriberConsumer:
         self._projections = ProjectionApplier(subscriber.name, engine)
         concurrency = subscriber.tuning.effect_concurrency
         self._effects = EffectPerformer(subscriber.name, engine, resources, concurrency)
-        self._settler = Settler(subscriber.name, publisher, policy)
+        self._settler = Settler(subscriber.name, publisher, policy, publisher_blocked)
         self._on_delivery = on_delivery
         self._buffer: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._consumer_tag: str | None = None
@@ -77,6 +78,7 @@ class SubscriberConsumer:
 
     async def stop(self) -> None:
         """Stop receiving; unsettled messages go back to the queue when the channel closes."""
+        await self._settler.close()
         if self._consumer_tag is not None:
             tag, self._consumer_tag = self._consumer_tag, None
             try:

@@ -25,7 +25,7 @@ from consumers.runtime.consumer import OnDelivery, SubscriberConsumer
 from consumers.runtime.retention import retention_loop
 from consumers.runtime.settle import Policy
 from outbox import tracing
-from outbox.amqp import connect_cluster
+from outbox.amqp import connect_cluster, is_blocked
 from outbox.db import make_async_engine
 from outbox.runtime import connect_with_retry
 from outbox.settings import Settings, redact
@@ -121,6 +121,7 @@ async def run_subscriber(
                 else settings.consumer_batch_wait_ms,
                 resources=resources,
                 on_delivery=on_delivery,
+                publisher_blocked=lambda wait: is_blocked(publishing, wait),
             )
             await consumer.start()
             # Serving /metrics doubles as the readiness signal: it is up once consuming.

@@ -4,6 +4,14 @@ The order is the whole point: a failed message is acked only after the broker co
 its copy (``mandatory=True`` and returns raising, so an unroutable copy counts as not
 published). If the copy could not be published, the original is requeued after a short
 pause instead of acked, so nothing is lost between the two and nothing hot-loops.
+
+While the broker blocks the publishing connection (a memory or disk alarm; the consuming
+connection is a separate one and goes on), copies cannot be published: the batch's
+other messages are acked at once and the failed ones are *held* unacked (each keeps a
+prefetch slot; none is redelivered, so none counts against the delivery limit) until
+the block lifts, then settled as above, while later batches go on. RabbitMQ blocks a
+connection only when it next publishes, so the first copy after the alarm goes off
+still waits out its publish timeout and is requeued.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,6 +40,14 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 # Pause before requeueing messages whose copy could not be published (broker trouble):
 # keeps a persistent publish failure from turning into a redelivery hot loop.
 REQUEUE_PAUSE_SECONDS = 1.0
+# How long each look at a blocked publishing connection waits for connection.unblocked.
+BLOCKED_CHECK_SECONDS = 1.0
+
+Blocked = Callable[[float], Awaitable[bool]]
+
+
+async def _never_blocked(wait: float) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
@@ -45,17 +61,62 @@ class Policy:
 class Settler:
     """Publishes copies of failed messages and acks what is safe to ack."""
 
-    def __init__(self, subscriber: str, publisher: AbstractChannel, policy: Policy) -> None:
+    def __init__(
+        self,
+        subscriber: str,
+        publisher: AbstractChannel,
+        policy: Policy,
+        blocked: Blocked | None = None,
+    ) -> None:
+        """``blocked(wait)``: whether the broker blocks the publisher's connection,
+        waiting up to ``wait`` seconds for it to lift (``outbox.amqp.is_blocked``)."""
         self._subscriber = subscriber
         self._publisher = publisher
         self._policy = policy
+        self._blocked = blocked or _never_blocked
+        self._held: set[asyncio.Task[None]] = set()
+
+    @property
+    def held(self) -> int:
+        """Batches whose failed messages wait for the broker to unblock publishers."""
+        return len(self._held)
 
     async def settle(self, items: Sequence[Item]) -> None:
         failed = [item for item in items if item.error is not None]
+        if failed and await self._blocked(0.05):
+            failed_ids = {id(item) for item in failed}
+            # One ack per message: a "multiple" ack would cover the held ones too.
+            await ack([i.message for i in items if id(i) not in failed_ids], whole_batch=False)
+            log.warning(
+                "%s: the broker blocks publishing (resource alarm); holding %d failed"
+                " message(s) unacked until it lifts",
+                self._subscriber,
+                len(failed),
+            )
+            task = asyncio.create_task(self._settle_when_unblocked(failed))
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
+            return
+        await self._settle_failed(items, failed, whole_batch=not self._held)
+
+    async def close(self) -> None:
+        """Stop waiting for held messages: they return to the queue with the channel."""
+        for task in list(self._held):
+            task.cancel()
+        await asyncio.gather(*self._held, return_exceptions=True)
+
+    async def _settle_when_unblocked(self, failed: list[Item]) -> None:
+        while await self._blocked(BLOCKED_CHECK_SECONDS):
+            pass  # each look waited up to BLOCKED_CHECK_SECONDS for connection.unblocked
+        await self._settle_failed(failed, failed, whole_batch=False)
+
+    async def _settle_failed(
+        self, items: Sequence[Item], failed: list[Item], *, whole_batch: bool
+    ) -> None:
         unpublished = await self._divert(failed) if failed else []
         keep = {id(item.message) for item in unpublished}
         to_ack = [item.message for item in items if id(item.message) not in keep]
-        await ack(to_ack, whole_batch=not unpublished)
+        await ack(to_ack, whole_batch=whole_batch and not unpublished)
         if unpublished:
             metrics.DIVERT_FAILURES.labels(self._subscriber).inc(len(unpublished))
             await asyncio.sleep(REQUEUE_PAUSE_SECONDS)
