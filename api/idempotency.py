@@ -7,16 +7,22 @@ the unique index until the first transaction ends, then finds the stored result 
 the first rolled back, claims the key itself). Responses are computed before the write
 (ids and timestamps are made here, not by the database), so the stored body is known
 when the key is claimed.
+
+A stored result is answered only after a commit of the replaying request itself
+(:func:`confirm_replicated`): the original write may have been committed on the primary
+without its synchronous replication confirmed (it got a 503, ``NotReplicated``), and a
+later commit that is confirmed proves it replicated too (WAL is replayed in order).
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,3 +92,18 @@ async def claim(
             "use a new key for a new request"
         )
     return StoredResult(status_code=int(stored.status_code), body=dict(stored.response))
+
+
+async def confirm_replicated(session: AsyncSession, user: str) -> None:
+    """Give the current transaction something to commit: a throwaway key row, inserted and
+    deleted again (the API role may do both), so its COMMIT writes WAL and waits for the
+    synchronous standby like a write does (a read-only commit does not wait)."""
+    marker = f"qa-replay-check:{uuid.uuid4()}"
+    await session.execute(
+        insert(IdempotencyKey).values(
+            user_name=user, key=marker, request_hash="", status_code=0, response={}
+        )
+    )
+    await session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.user_name == user, IdempotencyKey.key == marker)
+    )

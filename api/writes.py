@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Table, update
 
-from api.idempotency import IdempotentRequest, claim
+from api.idempotency import IdempotentRequest, claim, confirm_replicated
 from api.metrics import ApiMetrics
 from api.schemas import AnswerIn, AnswerOut, QuestionIn, QuestionOut
 from outbox.errors import NotFound
@@ -64,6 +64,9 @@ async def replay_or_claim(
     stored = await claim(uow.session, author, idempotent, status_code, body)
     if stored is None:
         return None
+    # Not before the original write is known to be replicated (NotReplicated -> 503).
+    await confirm_replicated(uow.session, author)
+    await uow.commit()
     return WriteResult(stored.status_code, stored.body, replayed=True)
 
 

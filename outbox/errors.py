@@ -60,3 +60,9 @@ class DeliveryDeferred(TransientError):
 
 class DeliveryRejected(PermanentMessageError):
     """An external system refused for good (an SMTP 5xx reply); the message is its reply."""
+
+
+class NotReplicated(TransientError):
+    """A commit's wait for the synchronous standby was cancelled: the transaction is
+    committed on the primary but its replication was never confirmed (a failover now
+    would lose it). The API answers 503: retry with the same ``Idempotency-Key``."""

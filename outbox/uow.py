@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Insert
 
 from outbox import tracing
+from outbox.errors import NotReplicated
 from outbox.events import Envelope
 from outbox.models import OutboxRow
 from outbox.topology import EVENTS_EXCHANGE
@@ -54,6 +55,11 @@ def outbox_values(
 
 
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+# PostgreSQL's WARNING when a commit's wait for a synchronous standby is cancelled
+# (pg_cancel_backend; the statement timeout does not apply to it): "canceling wait for
+# synchronous replication due to user request" / "The transaction has already committed
+# locally, but might not have been replicated to the standby." (English server messages.)
+_SYNC_REP_CANCELLED = "canceling wait for synchronous replication"
 
 
 def outbox_insert(envelope: Envelope) -> Insert:
@@ -142,6 +148,25 @@ class UnitOfWork:
             await self.session.execute(_one_statement(rows))
 
     async def commit(self) -> None:
+        """Commit; raise :class:`NotReplicated` when PostgreSQL committed locally but its
+        wait for a synchronous standby was cancelled (the write is not confirmed durable)."""
         await self.flush()
-        await self.session.commit()
+        raw = await (await self.session.connection()).get_raw_connection()
+        driver: Any = raw.driver_connection
+        cancelled: list[str] = []
+
+        def handler(notice: Any) -> None:  # read it now: it is only valid in the callback
+            if (notice.message_primary or "").startswith(_SYNC_REP_CANCELLED):
+                cancelled.append(notice.message_detail or notice.message_primary)
+
+        driver.add_notice_handler(handler)
+        try:
+            await self.session.commit()
+        finally:
+            driver.remove_notice_handler(handler)
         self._committed = True
+        if cancelled:
+            raise NotReplicated(
+                "committed on the primary, but the wait for the synchronous standby was"
+                f" cancelled: {cancelled[0]}"
+            )

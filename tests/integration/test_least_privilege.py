@@ -97,12 +97,17 @@ async def test_the_real_api_works_as_its_least_privileged_role(granted_db: str) 
     owner = make_engine(f"{PG_ADMIN_URL}/{granted_db}")
     user = make_user(owner)
     role_url = f"postgresql+psycopg://qa_api@127.0.0.1:5432/{granted_db}"
+    payload = question_payload()
     async with running(Settings(database_url=role_url)) as client:
         question = await client.post(
-            "/questions", json=question_payload(), headers={**user.headers, "Idempotency-Key": "k1"}
+            "/questions", json=payload, headers={**user.headers, "Idempotency-Key": "k1"}
         )
         assert question.status_code == 201, question.text
         qid = question.json()["id"]
+        replay = await client.post(  # a replay commits a write of its own (replication check)
+            "/questions", json=payload, headers={**user.headers, "Idempotency-Key": "k1"}
+        )
+        assert (replay.status_code, replay.json()["id"]) == (201, qid), replay.text
         answer = await client.post(
             f"/questions/{qid}/answers", json={"body": "b"}, headers=user.headers
         )
