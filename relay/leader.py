@@ -68,6 +68,7 @@ async def watch(
         while True:
             async for _ in conn.notifies(timeout=check_every):
                 wake.set()
-            await asyncio.wait_for(conn.execute("SELECT 1"), HEALTH_CHECK_TIMEOUT)
+            async with asyncio.timeout(HEALTH_CHECK_TIMEOUT):  # not wait_for: it can
+                await conn.execute("SELECT 1")  # swallow a cancellation on 3.11
     except (psycopg.Error, OSError, TimeoutError) as exc:
         raise LeadershipLost(f"lock connection failed: {type(exc).__name__}") from exc

@@ -87,7 +87,12 @@ class Publisher:
     async def ready(self, within: float) -> None:
         """Wait until the (robust) channel is usable; raises TimeoutError otherwise."""
         channel = self.channel
-        await asyncio.wait_for(channel.ready(), within)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result instead of
+        # raising when a cancellation arrives just as the awaited call completes, and the
+        # relay's pipeline then ran on after being cancelled (tests/integration/
+        # test_relay_cancel.py caught it).
+        async with asyncio.timeout(within):
+            await channel.ready()
 
     async def _exchange_exists(self, name: str) -> bool:
         """Whether the exchange named by a row exists; an unknown name is checked once
@@ -114,9 +119,8 @@ class Publisher:
         outcome = BatchOutcome()
         loop = asyncio.get_running_loop()
         try:
-            channel: Any = await asyncio.wait_for(
-                self.channel.get_underlay_channel(), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):  # not wait_for: see ready()
+                channel: Any = await self.channel.get_underlay_channel()
         except Exception as exc:  # the channel is gone or not restored: nobody's fault
             for row in rows:
                 outcome.fail(row.id, *_classify(exc))
