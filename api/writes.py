@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, bindparam, update
 
 from api.idempotency import IdempotentRequest, claim, confirm_replicated
 from api.metrics import ApiMetrics
@@ -36,6 +36,21 @@ from outbox.uow import UnitOfWork
 QUESTIONS: Table = Question.__table__  # type: ignore[assignment]
 ANSWERS: Table = Answer.__table__  # type: ignore[assignment]
 AGGREGATE = "question"  # answers belong to their question: one ordering key per question
+
+# One statement answers "does the question exist?", takes the next sequence number under
+# the row lock and reads the state answer.created carries. Built once (bind parameter):
+# the statement and its cache key are not rebuilt per request.
+_NEXT_SEQUENCE = (
+    update(QUESTIONS)
+    .where(QUESTIONS.c.id == bindparam("question_id"))
+    .values(last_sequence=QUESTIONS.c.last_sequence + 1)
+    .returning(
+        QUESTIONS.c.title,
+        QUESTIONS.c.subject,
+        QUESTIONS.c.grade,
+        QUESTIONS.c.last_sequence,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -120,21 +135,8 @@ async def create_answer(
     async with uow:
         if (replay := await replay_or_claim(uow, author, idempotent, body)) is not None:
             return replay
-        # One statement answers "does the question exist?", takes the next sequence number
-        # under the row lock and reads the state answer.created carries.
-        question = (
-            await uow.session.execute(
-                update(QUESTIONS)
-                .where(QUESTIONS.c.id == question_id)
-                .values(last_sequence=QUESTIONS.c.last_sequence + 1)
-                .returning(
-                    QUESTIONS.c.title,
-                    QUESTIONS.c.subject,
-                    QUESTIONS.c.grade,
-                    QUESTIONS.c.last_sequence,
-                )
-            )
-        ).first()
+        result = await uow.session.execute(_NEXT_SEQUENCE, {"question_id": question_id})
+        question = result.first()
         if question is None:
             raise NotFound(f"question {question_id} not found")
         uow.insert(ANSWERS, out.model_dump())

@@ -12,10 +12,11 @@ are flushed first, by the session, as usual.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, bindparam, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Insert
 
@@ -68,20 +69,43 @@ def outbox_insert(envelope: Envelope) -> Insert:
     return insert(OUTBOX).values(outbox_values(envelope)).inline()
 
 
-def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> Insert:
+Shape = tuple[tuple[Table, tuple[str, ...]], ...]
+
+
+@lru_cache(maxsize=128)
+def _statement_of(shape: Shape) -> Insert:
     """``WITH w0 AS (INSERT ...), w1 AS (INSERT ...) INSERT ...``: every row, one round trip.
 
     PostgreSQL runs every data-modifying CTE exactly once even when nothing reads it, and
     constraint errors (e.g. a foreign key) surface from the statement as usual. No
     RETURNING: the API's role needs only INSERT on the outbox (least privilege).
+
+    Built once per shape (tables and columns), with bind parameters ``r<row>_<column>``:
+    a statement object reused across requests keeps its memoised cache key, so each
+    execution skips building the statement and its cache key anew (the SQL it sends is
+    the same).
     """
-    *first, (last_table, last_values) = rows
+
+    def values(n: int, table: Table, columns: tuple[str, ...]) -> dict[str, Any]:
+        return {c: bindparam(f"r{n}_{c}", type_=table.c[c].type) for c in columns}
+
+    *first, (last_table, last_columns) = shape
     # inline(): no pre-fetch or RETURNING of generated keys.
-    statement = insert(last_table).values(last_values).inline()
+    statement = insert(last_table).values(values(len(first), last_table, last_columns)).inline()
     if first:
-        ctes = [insert(t).values(v).cte(f"w{i}") for i, (t, v) in enumerate(first)]
+        ctes = [
+            insert(t).values(values(n, t, columns)).cte(f"w{n}")
+            for n, (t, columns) in enumerate(first)
+        ]
         statement = statement.add_cte(*ctes)
     return statement
+
+
+def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> tuple[Insert, dict[str, Any]]:
+    """The statement inserting ``rows`` and its parameters."""
+    shape = tuple((table, tuple(values)) for table, values in rows)
+    params = {f"r{n}_{c}": v for n, (_, values) in enumerate(rows) for c, v in values.items()}
+    return _statement_of(shape), params
 
 
 class UnitOfWork:
@@ -145,7 +169,8 @@ class UnitOfWork:
         await self.session.flush()
         if self._rows:
             rows, self._rows = self._rows, []
-            await self.session.execute(_one_statement(rows))
+            statement, params = _one_statement(rows)
+            await self.session.execute(statement, params)
 
     async def commit(self) -> None:
         """Commit; raise :class:`NotReplicated` when PostgreSQL committed locally but its
