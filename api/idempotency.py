@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,6 +40,26 @@ class IdempotentRequest:
 class StoredResult:
     status_code: int
     body: dict[str, Any]
+
+
+KEYS: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+# Core statements on the table, built once with bind parameters: a request does not
+# rebuild them or their cache keys.
+_CLAIM = (
+    insert(KEYS)
+    .values(
+        user_name=bindparam("user_name"),
+        key=bindparam("key"),
+        request_hash=bindparam("request_hash"),
+        status_code=bindparam("status_code"),
+        response=bindparam("response", type_=KEYS.c.response.type),
+    )
+    .on_conflict_do_nothing(index_elements=[KEYS.c.user_name, KEYS.c.key])
+    .returning(KEYS.c.key)
+)
+_STORED = select(KEYS.c.request_hash, KEYS.c.status_code, KEYS.c.response).where(
+    KEYS.c.user_name == bindparam("user_name"), KEYS.c.key == bindparam("key")
+)
 
 
 def request_hash(method: str, path: str, body: dict[str, Any]) -> str:
@@ -63,26 +83,18 @@ async def claim(
     request; a different request under that key raises :class:`IdempotencyConflict`.
     """
     inserted = await session.execute(
-        insert(IdempotencyKey)
-        .values(
-            user_name=user,
-            key=request.key,
-            request_hash=request.request_hash,
-            status_code=status_code,
-            response=body,
-        )
-        .on_conflict_do_nothing(index_elements=[IdempotencyKey.user_name, IdempotencyKey.key])
-        .returning(IdempotencyKey.key)
+        _CLAIM,
+        {
+            "user_name": user,
+            "key": request.key,
+            "request_hash": request.request_hash,
+            "status_code": status_code,
+            "response": body,
+        },
     )
     if inserted.first() is not None:
         return None
-    stored = (
-        await session.execute(
-            select(
-                IdempotencyKey.request_hash, IdempotencyKey.status_code, IdempotencyKey.response
-            ).where(IdempotencyKey.user_name == user, IdempotencyKey.key == request.key)
-        )
-    ).first()
+    stored = (await session.execute(_STORED, {"user_name": user, "key": request.key})).first()
     if stored is None:
         # Only if the row vanished between the two statements (no expiry exists yet).
         raise RuntimeError("idempotency key conflicted but no stored result was found")
