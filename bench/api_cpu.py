@@ -2,6 +2,8 @@
 open-loop rate: a figure that barely depends on how loaded the machine is.
 
     .venv/bin/python -m bench.api_cpu [--rate 100] [--seconds 20] [--rounds 3] [--profile]
+    git archive --prefix=base/ BASE | tar -x -C /tmp
+    .venv/bin/python -m bench.api_cpu --compare /tmp/base
 
 A private database on the local PostgreSQL (dropped afterwards), the real ``qa-api`` as a
 subprocess, 50 questions; then ``rounds`` x ``seconds`` of ``POST /questions/{id}/answers``
@@ -9,13 +11,16 @@ at ``rate``/s (:mod:`bench.loadgen`, in this process, not counted). Per round: C
 of the API process tree and of the database backends serving it (``pg_stat_activity``
 pids of the private database, read from ``/proc``) divided by the answers created, in
 microseconds. The median round is the figure. ``--profile`` runs py-spy on the API and
-prints the functions that dominate (:mod:`bench.profiling`).
+prints the functions that dominate (:mod:`bench.profiling`). ``--compare DIR`` runs a
+second API from another source tree beside it, rounds alternating, so a before/after is
+taken under the same machine load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import uuid
@@ -33,8 +38,8 @@ from outbox.db import libpq_dsn
 from outbox.migrate import ensure_database, upgrade
 
 
-def _backend_cpu(dsn: str, database: str) -> float:
-    """CPU seconds so far of the backends connected to ``database`` (other than ours)."""
+def _backend_cpu(dsn: str, database: str) -> dict[int, float]:
+    """CPU seconds so far of each backend connected to ``database`` (other than ours)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         pids = [
             int(row[0])
@@ -43,7 +48,13 @@ def _backend_cpu(dsn: str, database: str) -> float:
                 (database,),
             )
         ]
-    return sum(cpu.snapshot({str(p): p for p in pids}).values())
+    return {int(k): v for k, v in cpu.snapshot({str(p): p for p in pids}).items()}
+
+
+def _backend_delta(after: dict[int, float], before: dict[int, float]) -> float:
+    """CPU spent between two snapshots by backends alive at the second (a backend that
+    exited in between is not counted: the API's pool keeps its connections)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
 def _round(
@@ -58,9 +69,15 @@ def _round(
         raise RuntimeError(f"round failed: {load.failures} abandoned={load.abandoned}")
     return (
         (after_api - before_api) / load.ok * 1e6,
-        (after_pg - before_pg) / load.ok * 1e6,
+        _backend_delta(after_pg, before_pg) / load.ok * 1e6,
         load.ok,
     )
+
+
+def _drop(env: BenchEnv) -> None:
+    admin = libpq_dsn(f"{PG_ADMIN_URL}/postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{env.database}" WITH (FORCE)')
 
 
 def main() -> None:
@@ -69,37 +86,56 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="also run the API from the source tree DIR (e.g. a `git archive` of the base"
+        " commit, put first on PYTHONPATH) with its own database; rounds alternate",
+    )
     args = parser.parse_args()
-    env = BenchEnv(database=f"qa_bench_apicpu_{uuid.uuid4().hex[:8]}")
-    ensure_database(env.database_url)
-    upgrade(env.database_url)
+    variants: dict[str, dict[str, str]] = {"this tree": {}}
+    if args.compare:
+        variants[args.compare] = {"PYTHONPATH": str(Path(args.compare).resolve())}
+    envs = {name: BenchEnv(database=f"qa_bench_apicpu_{uuid.uuid4().hex[:8]}") for name in variants}
     profile = RESULTS / "profile-api-cpu.raw" if args.profile else None
     if profile is not None and profile.exists():
         profile.unlink()
+    rows: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     try:
-        api = ApiProc(env, RESULTS / "api-cpu.log", profile)
-        with api:
-            api.wait_ready()
-            token = create_token(env)
-            ids = api.seed_questions(token, 50)
-            asyncio.run(offer([("127.0.0.1", api.port)], token, ids, args.rate, 3.0))  # warm-up
-            rows = []
+        with contextlib.ExitStack() as stack:
+            apis, tokens, ids = {}, {}, {}
+            for n, (name, overrides) in enumerate(variants.items()):
+                env = envs[name]
+                ensure_database(env.database_url)
+                upgrade(env.database_url)
+                log = RESULTS / f"api-cpu-{n}.log"
+                api = ApiProc(env, log, profile if n == 0 else None, **overrides)
+                apis[name] = stack.enter_context(api)
+            for name, api in apis.items():
+                api.wait_ready()
+                tokens[name] = create_token(envs[name])
+                ids[name] = api.seed_questions(tokens[name], 50)
+                target = [("127.0.0.1", api.port)]
+                asyncio.run(offer(target, tokens[name], ids[name], args.rate, 3.0))  # warm-up
             for n in range(args.rounds):
-                api_us, pg_us, ok = _round(env, api, token, ids, args.rate, args.seconds)
-                rows.append((api_us, pg_us))
-                load = os.getloadavg()[0]
-                print(
-                    f"round {n + 1}: {ok} answers, API {api_us:6.0f} us/answer,"
-                    f" PostgreSQL backends {pg_us:6.0f} us/answer (load {load:.2f})"
-                )
+                for name, api in apis.items():
+                    api_us, pg_us, ok = _round(
+                        envs[name], api, tokens[name], ids[name], args.rate, args.seconds
+                    )
+                    rows[name].append((api_us, pg_us))
+                    print(
+                        f"round {n + 1} [{name}]: {ok} answers, API {api_us:6.0f} us/answer,"
+                        f" PostgreSQL backends {pg_us:6.0f} us/answer"
+                        f" (load {os.getloadavg()[0]:.2f})"
+                    )
+        for name, measured in rows.items():
             print(
-                f"median: API {statistics.median(r[0] for r in rows):.0f} us/answer,"
-                f" PostgreSQL backends {statistics.median(r[1] for r in rows):.0f} us/answer"
+                f"median [{name}]: API {statistics.median(r[0] for r in measured):.0f} us/answer,"
+                f" PostgreSQL backends {statistics.median(r[1] for r in measured):.0f} us/answer"
             )
     finally:
-        admin = libpq_dsn(f"{PG_ADMIN_URL}/postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{env.database}" WITH (FORCE)')
+        for env in envs.values():
+            _drop(env)
     if profile is not None:
         summary = summarize(Path(profile), top=25)
         for kind in ("self", "project"):
