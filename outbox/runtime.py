@@ -127,3 +127,24 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:
     except StartupError as exc:
         print(f"{name}: cannot start: {exc}", file=sys.stderr)
         return 1
+
+
+def cancel_requests() -> int:
+    """How many cancellations of the current task are pending (``Task.cancelling()``)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+def stop_if_cancel_swallowed(before: int) -> None:
+    """Raise ``CancelledError`` when a cancellation arrived since ``before`` (a
+    :func:`cancel_requests` reading) and was swallowed instead of raised.
+
+    On Python 3.11 an ``asyncio.timeout`` block can end normally or with ``TimeoutError``
+    although the task was cancelled while it waited (seen when the stop coincides with
+    the deadline or with the awaited result): the loop around it then runs on and the
+    process never stops. Loops that only a stop may end call this after each such
+    wait, with the reading taken before it; the count is compared per iteration, never
+    against zero, because a 3.11 ``TaskGroup`` can leave it raised after a term ends.
+    """
+    if cancel_requests() > before:
+        raise asyncio.CancelledError()

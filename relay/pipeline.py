@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from outbox import tracing
+from outbox.runtime import cancel_requests, stop_if_cancel_swallowed
 from relay import crashpoints, metrics, store
 from relay.publisher import InFlight, Publisher
 from relay.spans import BatchSpans
@@ -87,9 +88,11 @@ class Pipeline:
                 if not batches:
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                     # cancellation that arrives as the wait ends, and the loop would run on.
+                    before = cancel_requests()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._poll_interval):
                             await self._wake.wait()
+                    stop_if_cancel_swallowed(before)  # 3.11's timeout can swallow a stop
         finally:
             # A batch task cancelled before it ran never reaches its own cleanup.
             for inflight in publishing:

@@ -35,6 +35,7 @@ from consumers.runtime.projections import ProjectionApplier
 from consumers.runtime.settle import Blocked, Policy, Settler, is_stale
 from consumers.runtime.spans import BatchSpans
 from outbox import logs, tracing
+from outbox.runtime import cancel_requests, stop_if_cancel_swallowed
 from outbox.subscribers import Projection, SideEffect, Subscriber
 
 log = logging.getLogger("qa.consumer")
@@ -95,8 +96,12 @@ class SubscriberConsumer:
     async def run(self) -> None:
         """Process batches until cancelled."""
         while True:
+            before = cancel_requests()
             batch = await self._next_batch()
             await self.handle_batch(batch)
+            # A stop swallowed anywhere in the batch (a 3.11 timeout, a driver that turned
+            # the cancellation into an error it then handled) must still end the loop.
+            stop_if_cancel_swallowed(before)
 
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
         batch = [await self._buffer.get()]
@@ -110,12 +115,16 @@ class SubscriberConsumer:
             if remaining <= 0:
                 break
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
-            # cancellation that arrives as the get completes (the process would not stop).
+            # cancellation that arrives as the get completes (the process would not stop);
+            # asyncio.timeout can too, rarely, hence the check after it.
+            before = cancel_requests()
             try:
                 async with asyncio.timeout(remaining):
                     item = await self._buffer.get()
             except TimeoutError:
+                stop_if_cancel_swallowed(before)
                 break
+            stop_if_cancel_swallowed(before)
             batch.append(item)
         return batch
 

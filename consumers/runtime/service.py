@@ -27,7 +27,7 @@ from consumers.runtime.settle import Policy
 from outbox import tracing
 from outbox.amqp import connect_cluster, is_blocked
 from outbox.db import make_async_engine
-from outbox.runtime import connect_with_retry
+from outbox.runtime import cancel_requests, connect_with_retry, stop_if_cancel_swallowed
 from outbox.settings import Settings, redact
 from outbox.subscribers import Subscriber
 from outbox.topology import declare_subscriber
@@ -62,6 +62,7 @@ async def run_subscriber(
 ) -> None:
     """Run ``subscriber`` until cancelled. ``ready`` is set once it is consuming."""
     budget = settings.startup_timeout_seconds
+    stops_before = cancel_requests()
     name = subscriber.name
     url = subscriber.database_url(settings)
     tuning = subscriber.tuning
@@ -148,12 +149,22 @@ async def run_subscriber(
                 name=f"{name}-inbox-retention",
             )
             try:
+                # A stop that arrived during start-up and was swallowed on the way (seen
+                # on 3.11: the task stayed "cancelling" and then consumed forever).
+                stop_if_cancel_swallowed(stops_before)
                 await consumer.run()
             finally:
                 retention.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await retention
                 await consumer.stop()
+    except Exception as exc:
+        # A stop that the broker client turned into an error on the way out (e.g. a
+        # channel whose opening was cancelled: "CHANNEL_ERROR - expected 'channel.open'")
+        # is still a stop, not a failure of the subscriber.
+        if cancel_requests() > stops_before:
+            raise asyncio.CancelledError() from exc
+        raise
     finally:
         if server is not None:
             server.shutdown()

@@ -28,22 +28,12 @@ from tests.integration.test_relay_support import (
     row_params,
     unique_lock_key,
 )
+from tests.support.stuck import pending_tasks
 
 ROUNDS = 25
 PER_ROUND = 80  # fresh rows before each round, so every relay has work when cancelled
 ROWS = ROUNDS * PER_ROUND
 STOP_BOUND_SECONDS = 30  # a hang detector, not a timing assertion
-
-
-def _awaiting(task: asyncio.Task[None]) -> list[str]:
-    """Where a stuck task waits: its chain of awaited coroutines, innermost last."""
-    out, coro = [], task.get_coro()
-    while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-        if frame is not None:
-            out.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-    return out
 
 
 async def test_cancelled_at_random_points_stops_and_loses_nothing(
@@ -73,12 +63,8 @@ async def test_cancelled_at_random_points_stops_and_loses_nothing(
                 task.cancel()
                 done, _ = await asyncio.wait({task}, timeout=STOP_BOUND_SECONDS)
                 assert task in done, (
-                    f"round {round_}: the relay ignored its cancellation; tasks: "
-                    + "; ".join(
-                        f"{t.get_name()}: " + " <- ".join(_awaiting(t))
-                        for t in asyncio.all_tasks()
-                        if not t.done()
-                    )
+                    f"round {round_}: the relay ignored its cancellation; tasks:\n"
+                    + pending_tasks()
                 )
                 assert task.cancelled() or task.exception() is None, task.exception()
             finally:
