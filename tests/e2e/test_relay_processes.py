@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -109,9 +110,11 @@ async def test_leader_killed_mid_stream_loses_nothing_and_keeps_order_per_aggreg
                 await eventually(lambda ids=ids: published_ids(db, ids), what="flowing")
                 os.kill(leader, signal.SIGKILL)
                 killed_at = time.monotonic()
-            await eventually(lambda: True, 0.01)  # yield so the collector keeps consuming
+            await asyncio.sleep(0.01)  # yield so the collector keeps consuming
+        # Reported, not asserted (no timed assertions): the bound only stops a hang. The
+        # figure counts from the kill, including the rest of the insert loop above.
         await eventually(
-            lambda: leader_pid(db, relays.lock_key) == standby.pid, 2, what="takeover within 2 s"
+            lambda: leader_pid(db, relays.lock_key) == standby.pid, 30, what="takeover"
         )
         print(f"takeover observed {time.monotonic() - killed_at:.2f}s after SIGKILL")
         await col.wait_for({str(r.event_id) for r in rows}, within=30)

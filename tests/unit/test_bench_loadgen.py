@@ -49,4 +49,6 @@ async def test_a_server_that_never_answers_costs_bounded_time() -> None:
         result = await offer([("127.0.0.1", port)], "tok", ["q"], rate=20, seconds=0.5, grace=2)
     assert result.ok == 0
     assert result.abandoned == result.sent == 10
-    assert result.elapsed < 3.0
+    # Bounded, not fast: without the grace it would wait forever; the slack keeps a busy
+    # machine from failing it (no timed assertions beyond a hang detector).
+    assert result.elapsed < 15.0
