@@ -30,6 +30,7 @@ from api.routes import asyncapi, feed, health, questions
 from api.token_cache import TokenCache
 from outbox import tracing
 from outbox.db import libpq_dsn, make_async_engine
+from outbox.runtime import freeze_startup_objects
 from outbox.settings import Settings
 
 APPLICATION_NAME = "qa-api"
@@ -78,6 +79,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             run_retention(engine, settings.api_idempotency_retention_seconds, every=300.0),
             name="idempotency-retention",
         )
+    freeze_startup_objects()
     try:
         yield
     finally:

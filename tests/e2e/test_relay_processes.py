@@ -7,11 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import orjson
@@ -45,20 +47,25 @@ class Relays:
             **env,
         }
         self.lock_key = lock_key
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
     def start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([str(QA_RELAY)], env=self.env, stderr=subprocess.PIPE)
-        self.procs.append(proc)
+        # stderr to a file, not a pipe: a pipe read only at the end would block a chatty
+        # relay once 64 KB are buffered.
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen([str(QA_RELAY)], env=self.env, stderr=log)
+        self.procs.append((proc, log))
         return proc
 
     def stop_all(self) -> None:
-        for proc in self.procs:
+        for proc, log in self.procs:
             if proc.poll() is None:
                 proc.kill()
-            _, err = proc.communicate(timeout=10)
+            proc.wait(timeout=10)
+            log.seek(0)
             # Shown by pytest when the test fails.
-            print(f"--- qa-relay pid {proc.pid} exit {proc.returncode}:\n{(err or b'').decode()}")
+            print(f"--- qa-relay pid {proc.pid} exit {proc.returncode}:\n{log.read().decode()}")
+            log.close()
 
 
 @pytest.fixture
