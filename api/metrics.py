@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -79,6 +80,7 @@ class MetricsMiddleware:
         self.metrics = metrics
         self.routes = routes
         self.access_log = access_log
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,10 +102,25 @@ class MetricsMiddleware:
             method = method if method in _METHODS else "OTHER"
             route = route_template(scope, self.routes)
             elapsed = time.perf_counter() - start
-            self.metrics.requests.labels(method, route, str(status)).inc()
-            self.metrics.latency.labels(method, route).observe(elapsed)
+            counter, histogram = self._series(method, route, status)
+            counter.inc()
+            histogram.observe(elapsed)
             if self.access_log:
                 log_access(method, route, status, elapsed)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The labelled counter and histogram of a request kind, looked up once per kind
+        (``labels()`` validates and locks on every call). Bounded: methods, route
+        templates and status codes are finite."""
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            series = (
+                self.metrics.requests.labels(method, route, str(status)),
+                self.metrics.latency.labels(method, route),
+            )
+            self._children[key] = series
+        return series
 
 
 def log_access(method: str, route: str, status: int, elapsed: float) -> None:
