@@ -139,12 +139,13 @@ class Deliveries:
 
 
 class DeadLetters:
-    """Consumes ``feed.dead`` and keeps every dead letter, by message id."""
+    """Every message consumed from a dead-letter queue (``feed.dead`` here, any
+    subscriber's in ``test_runtime_support``), by message id."""
 
     def __init__(self) -> None:
         self.by_id: dict[str, list[AbstractIncomingMessage]] = defaultdict(list)
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
         self.by_id[message.message_id or ""].append(message)
         await message.ack()
 
@@ -158,7 +159,7 @@ async def dead_letters(settings: Settings) -> AsyncIterator[DeadLetters]:
     store = DeadLetters()
     async with broker(settings) as channel:
         queue = await channel.get_queue(FEED_DEAD_QUEUE)
-        tag = await queue.consume(store._on_message)
+        tag = await queue.consume(store.on_message)
         try:
             yield store
         finally:

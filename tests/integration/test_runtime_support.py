@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from outbox.settings import Settings
 from outbox.subscribers import EventKey, Handler, Subscriber, Tuning
-from tests.integration.test_feed_support import declare
+from tests.integration.test_feed_support import DeadLetters, declare
 
 
 def toy_subscriber(
@@ -32,25 +30,10 @@ def toy_subscriber(
     )
 
 
-class DeadQueue:
-    """Every message of ``<name>.dead``, by message id."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[str, list[AbstractIncomingMessage]] = defaultdict(list)
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        self.by_id[message.message_id or ""].append(message)
-        await message.ack()
-
-    def get(self, message_id: str) -> AbstractIncomingMessage | None:
-        found = self.by_id.get(message_id)
-        return found[0] if found else None
-
-
 @contextlib.asynccontextmanager
-async def dead_queue(settings: Settings, subscriber: Subscriber) -> AsyncIterator[DeadQueue]:
+async def dead_queue(settings: Settings, subscriber: Subscriber) -> AsyncIterator[DeadLetters]:
     """Consume ``subscriber``'s dead-letter queue (declaring its topology first)."""
-    store = DeadQueue()
+    store = DeadLetters()
     connection = await aio_pika.connect_robust(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel()
