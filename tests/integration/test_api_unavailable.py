@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -62,10 +63,22 @@ async def test_blocked_database_gives_503_then_recovers(
         metrics = (await client.get("/metrics")).text
         assert 'route="/questions",status="503"' in metrics
 
+        # The feed's own pool (lean path) labels its 503 like any route.
+        assert 'route="/feed",status="503"' in metrics
+
         proxy.unblock()
         again = await client.post("/questions", json=question_payload(), headers=user.headers)
         assert again.status_code == 201
         assert (await client.get("/readyz")).status_code == 200
+        # The feed pool drops its broken connections and reconnects on its own; a stale
+        # connection may cost one more 503 each, never a hang.
+        for _ in range(200):
+            feed = await client.get("/feed")
+            if feed.status_code == 200:
+                break
+            _assert_clean_503(feed)
+            await asyncio.sleep(0.1)
+        assert feed.status_code == 200, "the feed did not recover after the database did"
 
 
 async def test_request_id_of_a_503_is_in_the_log(
