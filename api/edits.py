@@ -24,7 +24,6 @@ from api.schemas import QuestionOut, QuestionPatch
 from api.writes import AGGREGATE, QUESTIONS, WriteResult, emit, replay_or_claim
 from outbox.errors import Forbidden, NotFound
 from outbox.events import EditableField, QuestionEditedV1, new_envelope
-from outbox.settings import Settings
 from outbox.uow import UnitOfWork
 
 _FIELD_ORDER: tuple[str, ...] = get_args(EditableField)
@@ -32,7 +31,6 @@ _FIELD_ORDER: tuple[str, ...] = get_args(EditableField)
 
 async def edit_question(
     uow: UnitOfWork,
-    settings: Settings,
     metrics: ApiMetrics,
     user: str,
     question_id: uuid.UUID,

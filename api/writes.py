@@ -30,7 +30,6 @@ from outbox.events import (
     new_envelope,
 )
 from outbox.models import Answer, Question
-from outbox.settings import Settings
 from outbox.uow import UnitOfWork
 
 QUESTIONS: Table = Question.__table__  # type: ignore[assignment]
@@ -87,7 +86,6 @@ async def replay_or_claim(
 
 async def create_question(
     uow: UnitOfWork,
-    settings: Settings,
     metrics: ApiMetrics,
     author: str,
     data: QuestionIn,
@@ -117,7 +115,6 @@ async def create_question(
 
 async def create_answer(
     uow: UnitOfWork,
-    settings: Settings,
     metrics: ApiMetrics,
     author: str,
     question_id: uuid.UUID,

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -36,11 +38,13 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 
 
 def _idempotent(
-    key: str | None, path: str, body: dict[str, object], method: str = "POST"
+    key: str | None, path: str, body: Callable[[], dict[str, Any]], method: str = "POST"
 ) -> IdempotentRequest | None:
+    """The request's idempotency identity; ``body`` is only dumped (and hashed) when a
+    key was sent, most writes carry none."""
     if key is None:
         return None
-    return IdempotentRequest(key=key, request_hash=request_hash(method, path, body))
+    return IdempotentRequest(key=key, request_hash=request_hash(method, path, body()))
 
 
 def _response(result: WriteResult, location: str | None = None) -> JSONResponse:
@@ -55,13 +59,12 @@ async def post_question(
     data: QuestionIn,
     user: CurrentUser,
     uow: UoW,
-    settings: SettingsDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Ask a question. Emits ``question.created``."""
-    idem = _idempotent(idempotency_key, "/questions", data.model_dump(mode="json"))
-    result = await create_question(uow, settings, metrics, user, data, idem)
+    idem = _idempotent(idempotency_key, "/questions", partial(data.model_dump, mode="json"))
+    result = await create_question(uow, metrics, user, data, idem)
     return _response(result, f"/questions/{result.body['id']}")
 
 
@@ -79,14 +82,13 @@ async def patch_question(
     data: QuestionPatch,
     user: CurrentUser,
     uow: UoW,
-    settings: SettingsDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Edit your question (fields left out stay). Emits ``question.edited`` when it changes."""
     path = f"/questions/{question_id}"
-    idem = _idempotent(idempotency_key, path, data.changes(), "PATCH")
-    return _response(await edit_question(uow, settings, metrics, user, question_id, data, idem))
+    idem = _idempotent(idempotency_key, path, data.changes, "PATCH")
+    return _response(await edit_question(uow, metrics, user, question_id, data, idem))
 
 
 @router.post(
@@ -100,14 +102,13 @@ async def post_answer(
     data: AnswerIn,
     user: CurrentUser,
     uow: UoW,
-    settings: SettingsDep,
     metrics: MetricsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """Answer a question. Emits ``answer.created``."""
     path = f"/questions/{question_id}/answers"
-    idem = _idempotent(idempotency_key, path, data.model_dump(mode="json"))
-    result = await create_answer(uow, settings, metrics, user, question_id, data, idem)
+    idem = _idempotent(idempotency_key, path, partial(data.model_dump, mode="json"))
+    result = await create_answer(uow, metrics, user, question_id, data, idem)
     return _response(result, f"/questions/{question_id}")
 
 
