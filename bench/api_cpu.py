@@ -12,8 +12,8 @@ of the API process tree and of the database backends serving it (``pg_stat_activ
 pids of the private database, read from ``/proc``) divided by the answers created, in
 microseconds. The median round is the figure. ``--profile`` runs py-spy on the API and
 prints the functions that dominate (:mod:`bench.profiling`). ``--compare DIR`` runs a
-second API from another source tree beside it, rounds alternating, so a before/after is
-taken under the same machine load.
+second API from another source tree beside it, rounds alternating (and which goes first
+alternating too), so a before/after is taken under the same machine load.
 """
 
 from __future__ import annotations
@@ -118,7 +118,11 @@ def main() -> None:
                 target = [("127.0.0.1", api.port)]
                 asyncio.run(offer(target, tokens[name], ids[name], args.rate, 3.0))  # warm-up
             for n in range(args.rounds):
-                for name, api in apis.items():
+                # Every other round the other variant goes first: CPU per answer drifts
+                # while a process warms up and with the machine's load, and a fixed order
+                # would hand that drift to one side.
+                order = list(apis.items())
+                for name, api in order if n % 2 == 0 else reversed(order):
                     api_us, pg_us, ok = _round(
                         envs[name], api, tokens[name], ids[name], args.rate, args.seconds
                     )
