@@ -132,8 +132,7 @@ async def create_answer(
     async with uow:
         if (replay := await replay_or_claim(uow, author, idempotent, body)) is not None:
             return replay
-        result = await uow.session.execute(_NEXT_SEQUENCE, {"question_id": question_id})
-        question = result.first()
+        question = await uow.begin_with(_NEXT_SEQUENCE, {"question_id": question_id})
         if question is None:
             raise NotFound(f"question {question_id} not found")
         uow.insert(ANSWERS, out.model_dump())

@@ -7,17 +7,31 @@ Rows given to :meth:`UnitOfWork.insert` and the outbox rows of :meth:`add_event`
 the database together in ONE statement at the next flush (data-modifying CTEs), so the
 outbox costs no extra round trip on the write path. ORM entities given to :meth:`add`
 are flushed first, by the session, as usual.
+
+At :meth:`UnitOfWork.commit` that statement and the ``COMMIT`` travel in one flight
+(psycopg pipeline mode on the session's own connection): one round trip instead of two.
+An error of the statement aborts the flight, so the ``COMMIT`` is not applied and the
+transaction is rolled back as usual when the unit of work exits. Likewise
+:meth:`UnitOfWork.begin_with` sends the ``BEGIN`` and the transaction's first statement
+in one flight (an answer: ``BEGIN`` + the question's ``UPDATE ... RETURNING``, then its
+rows + ``COMMIT``: two round trips).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Table, bindparam, insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import psycopg
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Dialect, Table, bindparam, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.dml import Insert
 
 from outbox import tracing
@@ -108,6 +122,50 @@ def _one_statement(rows: list[tuple[Table, dict[str, Any]]]) -> tuple[Insert, di
     return _statement_of(shape), params
 
 
+# Per bind parameter of a compiled statement: its name in the SQL, the key its value is
+# given under, its bind processor, its own value (literals such as the ``+ 1`` of an
+# UPDATE carry one; a parameter without a value must be given, or KeyError).
+_MISSING = object()
+Binds = tuple[tuple[str, str, Callable[[Any], Any] | None, Any], ...]
+
+
+@lru_cache(maxsize=128)
+def _compiled(statement: Executable, dialect: Dialect) -> tuple[str, Binds]:
+    """``statement``'s SQL for ``dialect`` and what its parameters need, so that the
+    driver gets the values SQLAlchemy would send (e.g. JSONB values wrapped for psycopg)."""
+    compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+    binds = tuple(
+        (
+            name,
+            bind.key,
+            bind.type.dialect_impl(dialect).bind_processor(dialect),
+            _MISSING if bind.required else bind.value,
+        )
+        for bind, name in compiled.bind_names.items()
+    )
+    return compiled.string, binds
+
+
+def _bound(
+    statement: Executable, params: dict[str, Any], dialect: Dialect
+) -> tuple[str, dict[str, Any]]:
+    """``statement`` as SQL and parameters for the driver (built once per statement)."""
+    sql, binds = _compiled(statement, dialect)
+    values = {}
+    for name, key, process, own in binds:
+        value = params[key] if key in params or own is _MISSING else own
+        values[name] = value if process is None else process(value)
+    return sql, values
+
+
+def _driver_sql(
+    rows: list[tuple[Table, dict[str, Any]]], dialect: Dialect
+) -> tuple[str, dict[str, Any]]:
+    """The one statement inserting ``rows``, as SQL and parameters for the driver."""
+    statement, params = _one_statement(rows)
+    return _bound(statement, params, dialect)
+
+
 class UnitOfWork:
     """One transaction over the write model and the outbox."""
 
@@ -164,6 +222,31 @@ class UnitOfWork:
             )
         self._rows.append((OUTBOX, outbox_values(envelope, headers, self._shards)))
 
+    async def begin_with(self, statement: Executable, params: dict[str, Any]) -> Any | None:
+        """Run ``statement`` (e.g. an ``UPDATE ... RETURNING``) and return its first row,
+        ``None`` without one.
+
+        As the transaction's first statement, its ``BEGIN`` travels in the same flight
+        (one round trip instead of two): the connection is put in autocommit for this
+        transaction (SQLAlchemy's ``AUTOCOMMIT`` isolation, reset when the connection
+        goes back to the pool) so psycopg sends no ``BEGIN`` of its own, and the
+        explicit one keeps every later statement in the transaction until
+        :meth:`commit` or the rollback on exit. Later in a transaction, it is an
+        ordinary statement. Rows come as the driver returns them (named tuples).
+        """
+        session = self.session
+        if session.in_transaction():
+            return (await session.execute(statement, params)).first()
+        conn = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        raw = await conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        sql, bound = _bound(statement, params, conn.dialect)
+        cursor = driver.cursor(row_factory=namedtuple_row)
+        async with _flight(conn, raw):
+            await driver.execute(b"BEGIN")
+            await cursor.execute(sql, bound)
+        return await cursor.fetchone()
+
     async def flush(self) -> None:
         """Send pending entities and rows to the database (still uncommitted)."""
         await self.session.flush()
@@ -175,8 +258,11 @@ class UnitOfWork:
     async def commit(self) -> None:
         """Commit; raise :class:`NotReplicated` when PostgreSQL committed locally but its
         wait for a synchronous standby was cancelled (the write is not confirmed durable)."""
-        await self.flush()
-        raw = await (await self.session.connection()).get_raw_connection()
+        session = self.session
+        await session.flush()
+        rows, self._rows = self._rows, []
+        conn = await session.connection()
+        raw = await conn.get_raw_connection()
         driver: Any = raw.driver_connection
         cancelled: list[str] = []
 
@@ -186,7 +272,14 @@ class UnitOfWork:
 
         driver.add_notice_handler(handler)
         try:
-            await self.session.commit()
+            if rows:
+                async with _flight(conn, raw):
+                    # The server skips the COMMIT when the statement fails; the
+                    # transaction then stays open, failed, for the rollback on exit.
+                    await driver.execute(*_driver_sql(rows, conn.dialect))
+                    await driver.execute(b"COMMIT")
+            # The transaction is over when rows were sent; the session only ends its own.
+            await session.commit()
         finally:
             driver.remove_notice_handler(handler)
         self._committed = True
@@ -195,3 +288,28 @@ class UnitOfWork:
                 "committed on the primary, but the wait for the synchronous standby was"
                 f" cancelled: {cancelled[0]}"
             )
+
+
+@asynccontextmanager
+async def _flight(conn: AsyncConnection, raw: PoolProxiedConnection) -> AsyncIterator[None]:
+    """Statements queued in the block go in one flight (psycopg pipeline mode), sent and
+    answered when it ends; their first error is raised then.
+
+    Errors come from psycopg itself, not wrapped by SQLAlchemy (the service's transient
+    classifier reads both). A connection that broke is invalidated together with every
+    pooled connection as old as it (what SQLAlchemy does when a statement it runs finds
+    the database gone: after a restart one request fails, not one per pooled
+    connection); an interrupted flight (its state unknown) invalidates its connection.
+    """
+    driver: Any = raw.driver_connection
+    try:
+        async with driver.pipeline():
+            yield
+    except psycopg.Error as exc:
+        if driver.broken or driver.closed:
+            conn.sync_engine.pool._invalidate(raw, exc)  # as SQLAlchemy does
+            await conn.invalidate(exc)
+        raise
+    except BaseException:
+        await conn.invalidate()
+        raise
