@@ -98,6 +98,7 @@ def main() -> None:
         "log_config": None,
         "server_header": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        "loop": "uvloop" if settings.event_loop == "uvloop" else "asyncio",
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **common)

@@ -1,9 +1,10 @@
 """This machine's ceilings, measured in the same run as the system they judge.
 
-- publish: the best of several raw aio-pika strategies with publisher confirms (sliding
-  windows of several sizes, whole batches gathered, two channels; see
-  ``bench/publish_strategies.py``), persistent real-size messages through ``qa.events``
-  into the durable (quorum) ``feed.events`` queue, i.e. exactly where the relay publishes.
+- publish: the best of several raw strategies with publisher confirms (aio-pika sliding
+  windows of several sizes, whole batches gathered, two channels; batches written as
+  frames with one to three in flight; see ``bench/publish_strategies.py``), persistent
+  real-size messages through ``qa.events`` into the durable (quorum) ``feed.events``
+  queue, i.e. exactly where the relay publishes.
 - consume: raw consume + ack (one ack per message) from that queue with the consumer's
   prefetch (``settings.consumer_prefetch``).
 - commit: raw psycopg, one single-row INSERT + COMMIT per transaction (1 connection, and
@@ -79,12 +80,15 @@ async def publish_ceiling_best(env: BenchEnv, count: int) -> dict[str, Any]:
     body = sample_answer_body()
     strategies = await publish_strategies.measure(env.amqp_url, body, count)
     name, best = publish_strategies.best(strategies)
+    aio_name, aio_best = publish_strategies.best(strategies, aio_pika_only=True)
     last = list(strategies.values())[-1]
     return {
         "messages": count,
         "body_bytes": len(body),
         "best_strategy": name,
         "rate": best,
+        "best_aio_pika_strategy": aio_name,
+        "best_aio_pika_rate": aio_best,
         "failed": last["failed"],
         "strategies": strategies,
     }

@@ -176,11 +176,19 @@ def _relay_extra(result: dict[str, Any], relay: float | None) -> list[Line]:
     """Which raw strategy set the publish ceiling, the batch-frame writer's own figure,
     and the relay against the simplest peer relay (issue 13)."""
     best = _get(result, "ceilings", "publish", "best_strategy")
-    frames = _get(result, "ceilings", "publish", "strategies", "frames-2000", "rate")
+    aio_name = _get(result, "ceilings", "publish", "best_aio_pika_strategy")
+    aio_rate = _get(result, "ceilings", "publish", "best_aio_pika_rate")
     peer = _get(result, "relay_drain", "peer", "rate")
     return [
         Line("ceiling", f"publish ceiling set by {best or '-'}", "", "", None, None),
-        Line("ceiling", "raw batch-frame writer (info)", _fmt(frames), "", None, None),
+        Line(
+            "relay",
+            f"drain vs best aio-pika strategy ({aio_name or '-'})",
+            _fmt(relay),
+            f"{_fmt(aio_rate)}",
+            ratio(relay, aio_rate),
+            None,
+        ),
         Line(
             "relay",
             "drain vs simple peer relay",

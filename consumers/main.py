@@ -52,7 +52,9 @@ def _run(name: str, command: str) -> None:
     settings = _settings(command)
     tracing.setup(f"qa-consumer-{name}")
     tracing.instrument_psycopg()  # SQL spans inside each batch's process span
-    raise typer.Exit(run(lambda: run_subscriber(settings, subscriber), command))
+    raise typer.Exit(
+        run(lambda: run_subscriber(settings, subscriber), command, settings.event_loop)
+    )
 
 
 @app.command("run")
@@ -81,7 +83,9 @@ def dead_letters() -> None:
     from consumers.runtime.archiver import run_archiver
 
     settings = _settings("qa-consumer dead-letters")
-    raise typer.Exit(run(lambda: run_archiver(settings), "qa-consumer dead-letters"))
+    raise typer.Exit(
+        run(lambda: run_archiver(settings), "qa-consumer dead-letters", settings.event_loop)
+    )
 
 
 def main() -> None:

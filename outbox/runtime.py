@@ -104,8 +104,20 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:
-    """Run ``main`` until it returns or a stop signal arrives. Returns the exit code."""
+def loop_factory(event_loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop factory for ``QA_EVENT_LOOP`` (None: asyncio's default loop)."""
+    if event_loop == "uvloop":
+        import uvloop  # imported here: only the commands that run a loop need it
+
+        return uvloop.new_event_loop
+    return None
+
+
+def run(
+    main: Callable[[], Coroutine[Any, Any, None]], name: str, event_loop: str = "asyncio"
+) -> int:
+    """Run ``main`` on ``event_loop`` until it returns or a stop signal arrives. Returns
+    the exit code."""
 
     async def _runner() -> int:
         loop = asyncio.get_running_loop()
@@ -135,7 +147,8 @@ def run(main: Callable[[], Coroutine[Any, Any, None]], name: str) -> int:
         return 0
 
     try:
-        return asyncio.run(_runner())
+        with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
+            return runner.run(_runner())
     except StartupError as exc:
         print(f"{name}: cannot start: {exc}", file=sys.stderr)
         return 1

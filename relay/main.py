@@ -60,4 +60,4 @@ def main() -> None:
     settings = Settings()
     setup_logging(settings.log_level, settings.log_format)
     tracing.setup("qa-relay")
-    sys.exit(run(lambda: serve(settings), "qa-relay"))
+    sys.exit(run(lambda: serve(settings), "qa-relay", settings.event_loop))

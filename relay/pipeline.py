@@ -1,12 +1,12 @@
-"""The batch loop of the leader: claim -> publish -> mark, two batches overlapping.
+"""The batch loop of the leader: claim -> publish -> mark, ``depth`` batches overlapping.
 
-While batch N waits for its confirms, batch N+1 is claimed on a second connection
-(``FOR UPDATE SKIP LOCKED`` passes over N's locked rows) and its publishes are queued
-behind N's on the same channel, so the broker never sits idle between batches and
-messages still leave in id order. Each batch is its own short transaction: it opens at
-the claim and commits right after the mark, bounded by the publish timeout. A batch
-whose mark fails rolls back; its rows stay pending and are published again (at least
-once).
+While batch N waits for its confirms, batches N+1 .. N+depth-1 are claimed, each on a
+connection of its own (``FOR UPDATE SKIP LOCKED`` passes over the earlier batches'
+locked rows), and their publishes are queued behind N's on the same channel, so the
+broker never sits idle while a batch is marked and the next one claimed, and messages
+still leave in id order. Each batch is its own short transaction: it opens at the claim
+and commits right after the mark, bounded by the publish timeout. A batch whose mark
+fails rolls back; its rows stay pending and are published again (at least once).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ BROKER_FAILURE_PAUSE = 0.5
 
 
 class Pipeline:
-    """Runs batches on two non-autocommit connections until cancelled or a DB error."""
+    """Runs batches on its non-autocommit connections (one per batch in flight) until
+    cancelled or a DB error."""
 
     def __init__(
         self,
         publisher: Publisher,
-        conns: tuple[Conn, Conn],
+        conns: list[Conn],
         batch_size: int,
         poll_interval: float,
         wake: asyncio.Event,
@@ -58,14 +59,15 @@ class Pipeline:
         self._broker_ready = broker_ready
 
     async def run(self) -> None:
-        batches: list[asyncio.Task[None]] = []  # at most two: the previous and the current
+        depth = len(self._conns)
+        batches: list[asyncio.Task[None]] = []  # at most ``depth``, oldest first
         publishing: list[InFlight] = []
         turn = 0
         try:
             while True:
                 await self._broker_ready()
                 self._wake.clear()
-                conn = self._conns[turn % 2]
+                conn = self._conns[turn % depth]
                 turn += 1
                 started = time.perf_counter()
                 rows = await store.claim(conn, self._batch_size, self._shard)
@@ -74,15 +76,15 @@ class Pipeline:
                     crashpoints.crash_point("after_claim")
                     spans = BatchSpans(rows) if tracing.enabled() else None
                     inflight = await self._publisher.begin(rows)
-                    publishing = [*publishing[-1:], inflight]
+                    publishing = [*publishing[1 - depth :], inflight] if depth > 1 else [inflight]
                     batches.append(
                         asyncio.create_task(self._finish(conn, rows, inflight, started, spans))
                     )
                 else:
                     await conn.rollback()
-                # Keep only the newest batch in flight while claiming the next one; with
+                # Keep depth-1 batches in flight while claiming the next one; with
                 # nothing left to claim, let every batch settle before sleeping.
-                while len(batches) > (1 if rows else 0):
+                while len(batches) > (depth - 1 if rows else 0):
                     await batches[0]  # re-raises a failed mark: the term ends
                     batches.pop(0)
                 if not batches:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import aiormq.exceptions
@@ -67,6 +67,7 @@ class Publisher:
         # publishes with one id in flight could swap outcomes (a returned row marked
         # published). A second row with an id in flight waits for a later batch.
         self._in_flight_ids: set[str] = set()
+        self._encoder: frames.Encoder | None = None
 
     @property
     def channel(self) -> AbstractRobustChannel:
@@ -111,8 +112,8 @@ class Publisher:
         self._exchanges.add(name)
         return True
 
-    def _settled(self, message_id: str, future: asyncio.Future[Any]) -> None:
-        self._in_flight_ids.discard(message_id)
+    def _forget(self, message_ids: Sequence[str]) -> None:
+        self._in_flight_ids.difference_update(message_ids)
 
     async def begin(self, rows: list[PendingRow]) -> InFlight:
         """Write ``rows`` in id order; confirms are awaited by ``settle()``."""
@@ -124,51 +125,61 @@ class Publisher:
         except Exception as exc:  # the channel is gone or not restored: nobody's fault
             for row in rows:
                 outcome.fail(row.id, *_classify(exc))
-            return InFlight([], outcome, loop.time())
-        number = channel.number
-        chunk = frames.body_frame_size(channel)
+            return InFlight(None, [], outcome, loop.time())
+        frames.install_ordered_confirms(channel)  # a restored channel is a new object
+        encoder = self._encoder
+        size = frames.body_frame_size(channel)
+        if encoder is None or (encoder.channel_number, encoder.max_body_frame) != (
+            channel.number,
+            size,
+        ):  # first batch, or a channel restored after a reconnect
+            encoder = self._encoder = frames.Encoder(channel.number, size)
+        in_flight = self._in_flight_ids
+        known = self._exchanges
         ids: list[int] = []
         messages: list[tuple[str, bytes]] = []
         for row in rows:
-            message_id = str(row.event_id)
-            if message_id in self._in_flight_ids:
+            message_id = row.event_id
+            if message_id in in_flight:
                 outcome.deferred.append(row.id)
                 continue
+            if row.exchange not in known:
+                try:
+                    exists = await self._exchange_exists(row.exchange)
+                except Exception as exc:  # broker trouble while probing: retry the row later
+                    outcome.fail(row.id, *_classify(exc))
+                    continue
+                if not exists:
+                    outcome.fail(row.id, "exchange", f"exchange {row.exchange!r} does not exist")
+                    continue
             try:
-                exists = await self._exchange_exists(row.exchange)
-            except Exception as exc:  # broker trouble while probing: retry the row later
-                outcome.fail(row.id, *_classify(exc))
-                continue
-            if not exists:
-                outcome.fail(row.id, "exchange", f"exchange {row.exchange!r} does not exist")
-                continue
-            try:
-                props = frames.properties(message_id, row.event_type, row.created_at, row.headers)
-                encoded = frames.encode(
-                    number, chunk, row.exchange, row.routing_key, row.body, props
+                encoded = encoder.message(
+                    row.exchange,
+                    row.routing_key,
+                    row.body,
+                    message_id,
+                    row.event_type,
+                    row.created_at,
+                    row.headers,
                 )
             except Exception as exc:  # hostile row (e.g. headers not a table): its own failure
                 outcome.fail(row.id, "invalid", f"cannot build the message: {exc!r}")
                 continue
-            self._in_flight_ids.add(message_id)
+            in_flight.add(message_id)
             ids.append(row.id)
             messages.append((message_id, encoded))
-        jobs: list[tuple[int, asyncio.Future[Any]]] = []
+        confirms = None
         if messages:
             try:
-                futures = await frames.send(channel, messages)
+                confirms = await frames.send(channel, messages, self._forget)
             except BaseException as exc:
-                for message_id, _ in messages:
-                    self._in_flight_ids.discard(message_id)
+                self._forget([message_id for message_id, _ in messages])
                 if not isinstance(exc, Exception):
                     raise
                 for row_id in ids:
                     outcome.fail(row_id, *_classify(exc))
-                futures = []
-            for (message_id, _), future in zip(messages, futures, strict=False):
-                future.add_done_callback(partial(self._settled, message_id))
-            jobs = list(zip(ids, futures, strict=False))
-        return InFlight(jobs, outcome, loop.time() + self._timeout)
+                ids = []
+        return InFlight(confirms, ids, outcome, loop.time() + self._timeout)
 
     async def publish(self, rows: list[PendingRow]) -> BatchOutcome:
         """Publish ``rows`` with all confirms in flight; never raises for broker trouble."""
@@ -179,34 +190,32 @@ class InFlight:
     """A batch whose publishes are under way on the channel."""
 
     def __init__(
-        self, jobs: list[tuple[int, asyncio.Future[Any]]], outcome: BatchOutcome, deadline: float
+        self,
+        confirms: frames.Confirms | None,
+        ids: list[int],
+        outcome: BatchOutcome,
+        deadline: float,
     ) -> None:
-        self._jobs = jobs
+        self._confirms = confirms
+        self._ids = ids  # row ids, in the order of the confirms' messages
         self._outcome = outcome
         self._deadline = deadline
 
     def cancel(self) -> None:
         """Abandon every publish not settled yet (its row stays unpublished)."""
-        for _, future in self._jobs:
-            if not future.done():
-                future.cancel()
+        if self._confirms is not None:
+            self._confirms.close()
 
     async def settle(self) -> BatchOutcome:
         """Wait for every confirm until the batch's deadline; sort rows into the outcome."""
         outcome = self._outcome
-        if not self._jobs:
+        if self._confirms is None:
             return outcome
-        pending = [future for _, future in self._jobs if not future.done()]
         remaining = max(0.0, self._deadline - asyncio.get_running_loop().time())
-        try:
-            if pending:
-                await asyncio.wait(pending, timeout=remaining)
-        finally:
-            # Timeout, or our own cancellation (stop, lost leadership): an unconfirmed
-            # row is not published; a late confirm for it is ignored by aiormq.
-            self.cancel()
-        for row_id, future in self._jobs:
-            error = future.exception() if not future.cancelled() else asyncio.CancelledError()
+        # Timeout, or our own cancellation (stop, lost leadership): an unconfirmed row is
+        # not published; a late confirm for it is ignored (Confirms.close()).
+        results = await self._confirms.wait(remaining)
+        for row_id, error in zip(self._ids, results, strict=True):
             if error is None:
                 outcome.published.append(row_id)
             else:

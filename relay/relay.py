@@ -143,12 +143,14 @@ class Relay:
             ):
                 raise leader.LeadershipLost("a previous leader still holds the work lock")
             await fence.set_autocommit(False)
-            conns.append(await self.connect("work", autocommit=False))
+            for _ in range(self.settings.relay_pipeline_depth - 1):
+                conns.append(await self.connect("work", autocommit=False))
+            work = list(conns)
             maint = await self.connect("maintenance", autocommit=True)
             conns.append(maint)
             pipeline = Pipeline(
                 self.publisher,
-                (conns[0], conns[1]),
+                work,
                 self.settings.relay_batch_size,
                 self.settings.relay_poll_interval_seconds,
                 wake,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiormq.exceptions
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 
 from outbox.errors import StartupError
-from outbox.runtime import connect_with_retry
+from outbox.runtime import connect_with_retry, run
 from outbox.startup_errors import permanent_reason
 
 
@@ -114,3 +115,16 @@ def test_permanent_reasons(exc: BaseException, reason: str) -> None:
 )
 def test_transient_failures_are_not_permanent(exc: BaseException) -> None:
     assert permanent_reason(exc) is None
+
+
+@pytest.mark.parametrize(
+    ("event_loop", "loop_module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_run_uses_the_configured_event_loop(event_loop: str, loop_module: str) -> None:
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    assert run(main, "test", event_loop) == 0
+    assert seen == [loop_module]
