@@ -33,6 +33,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
+from bench import cpu
 from bench.envelopes import message_for, publish_window
 from bench.stats import rate
 from outbox.topology import EVENTS_EXCHANGE, queue_name
@@ -122,7 +123,8 @@ async def measure(amqp_url: str, body: bytes, count: int) -> dict[str, dict[str,
         strategies[f"frames-{BATCH}-2ch-x2"] = partial(_frames, chans, body, count, BATCH, 2)
         for name, run in strategies.items():
             await queue.purge()
-            started, cpu = time.perf_counter(), time.process_time()
+            broker = cpu.broker_seconds()
+            started, client = time.perf_counter(), time.process_time()
             failed = await run()
             seconds = time.perf_counter() - started
             out[name] = {
@@ -130,7 +132,8 @@ async def measure(amqp_url: str, body: bytes, count: int) -> dict[str, dict[str,
                 "failed": failed,
                 "seconds": seconds,
                 "rate": rate(count - failed, seconds),
-                "client_cpu_us_per_message": 1e6 * (time.process_time() - cpu) / count,
+                "client_cpu_us_per_message": 1e6 * (time.process_time() - client) / count,
+                "broker_cpu_us_per_message": 1e6 * (cpu.broker_seconds() - broker) / count,
             }
     finally:
         await connection.close()

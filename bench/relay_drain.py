@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from bench import peer_relay, relay_shards
+from bench import cpu, peer_relay, relay_shards
 from bench.ceilings import declare_and_purge
 from bench.common import poll_until, queue_depth, require_module
 from bench.env import BenchEnv
@@ -59,6 +59,25 @@ def _load(env: BenchEnv, settings: Settings, events: list[Envelope]) -> None:
         conn.execute("VACUUM ANALYZE qa.outbox")
 
 
+def _cpu(env: BenchEnv, relay_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the relay process, its PostgreSQL backends (they live as
+    long as it does) and the broker."""
+    with psycopg.connect(env.dsn, autocommit=True) as conn:
+        backends = [
+            int(row[0])
+            for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+                (f"qa-relay-{relay_pid}-%",),
+            )
+        ]
+    trees = cpu.snapshot({"relay": relay_pid, **{str(p): p for p in backends}})
+    return {
+        "relay": trees.pop("relay"),
+        "postgres_backends": sum(trees.values()),
+        "broker": cpu.broker_seconds(),
+    }
+
+
 def peer(env: BenchEnv, settings: Settings, events: list[Envelope]) -> dict[str, Any]:
     """The simple peer relay on the same backlog, batch 2000."""
     _load(env, settings, events)
@@ -94,12 +113,19 @@ def run(
     )
     with proc:
         spawned = time.monotonic()
+        # CPU from the first mark to the last (the steady window), not start-up imports.
+        at_first_mark: dict[str, float] = {}
+
+        def drained() -> bool:
+            pending = _pending(env.dsn)
+            if pending < count and not at_first_mark:
+                at_first_mark.update(_cpu(env, proc.pid))
+            return pending == 0
+
         finished = poll_until(
-            lambda: _pending(env.dsn) == 0,
-            timeout=max(120.0, count / 200),
-            interval=0.1,
-            alive=proc.check_alive,
+            drained, timeout=max(120.0, count / 200), interval=0.05, alive=proc.check_alive
         )
+        at_end = _cpu(env, proc.pid)
     first, last, first_batch, batches = _marks(env.dsn)
     delivered = asyncio.run(queue_depth(env.amqp_url, FEED_QUEUE))
     asyncio.run(declare_and_purge(env, settings))
@@ -116,6 +142,11 @@ def run(
         "steady_seconds": steady_seconds,
         "rate": steady,
         "messages_in_queue": delivered,
+        # CPU per row, from about the first mark to the last (rows after the first batch).
+        "cpu_us_per_row": {
+            name: 1e6 * (at_end[name] - at_first_mark.get(name, 0.0)) / (count - first_batch)
+            for name in at_end
+        },
         "profile": str(results / "profile-relay.raw") if profile else None,
         "peer": simple,
         "vs_peer": steady / simple["rate"] if simple["rate"] else None,

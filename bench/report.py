@@ -179,8 +179,28 @@ def _relay_extra(result: dict[str, Any], relay: float | None) -> list[Line]:
     aio_name = _get(result, "ceilings", "publish", "best_aio_pika_strategy")
     aio_rate = _get(result, "ceilings", "publish", "best_aio_pika_rate")
     peer = _get(result, "relay_drain", "peer", "rate")
+    used = _get(result, "relay_drain", "cpu_us_per_row") or {}
+    best_run = _get(result, "ceilings", "publish", "strategies", best or "-") or {}
+    cpu_lines = []
+    if used:
+        cpu_lines.append(
+            Line(
+                "relay",
+                "CPU us/row: relay / its PG backends / broker",
+                " / ".join(
+                    f"{used.get(k, 0):.0f}" for k in ("relay", "postgres_backends", "broker")
+                ),
+                "best raw: client {:.0f} / broker {:.0f}".format(
+                    best_run.get("client_cpu_us_per_message", 0),
+                    best_run.get("broker_cpu_us_per_message", 0),
+                ),
+                None,
+                None,
+            )
+        )
     return [
         Line("ceiling", f"publish ceiling set by {best or '-'}", "", "", None, None),
+        *cpu_lines,
         Line(
             "relay",
             f"drain vs best aio-pika strategy ({aio_name or '-'})",

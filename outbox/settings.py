@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(default=2000, ge=1, le=10_000)
     # Batches in flight at once (claimed, written, awaiting confirms), each in its own
     # transaction on its own connection: while one is being marked and the next claimed,
-    # the broker still has a whole batch to work on (docs/BENCHMARKS.md).
-    relay_pipeline_depth: int = Field(default=3, ge=1, le=8)
+    # the broker still has a batch to work on. 2 measured as fast as 3 or 4 on a 2-core
+    # machine (docs/BENCHMARKS.md); more helps when the broker is far away.
+    relay_pipeline_depth: int = Field(default=2, ge=1, le=8)
     relay_poll_interval_seconds: float = Field(default=1.0, gt=0)
     relay_publish_timeout_seconds: float = Field(default=10.0, gt=0)
     relay_lock_key: int = 0x51A0_0B0C

@@ -87,7 +87,7 @@ class Pipeline:
                 while len(batches) > (depth - 1 if rows else 0):
                     await batches[0]  # re-raises a failed mark: the term ends
                     batches.pop(0)
-                if not batches:
+                if not rows:  # every batch has settled: sleep until woken or polled
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                     # cancellation that arrives as the wait ends, and the loop would run on.
                     before = cancel_requests()

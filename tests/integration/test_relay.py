@@ -211,15 +211,18 @@ async def test_retention_deletes_only_published_rows_past_retention(
     assert set(remaining) == {old_pending.id, new_pub.id}
 
 
-@pytest.mark.parametrize("batch", [1, 7])
+@pytest.mark.parametrize(("batch", "depth"), [(1, 1), (7, 2), (7, 4)])
 async def test_many_rows_are_all_published_in_id_order(
-    settings: Settings, db: Engine, batch: int
+    settings: Settings, db: Engine, batch: int, depth: int
 ) -> None:
     key = f"test.{uuid.uuid4().hex}"
     async with collector(amqp(settings), key) as col:
         rows = insert_rows(db, [row_params(key) for _ in range(50)])
         async with running_relay(
-            settings, relay_lock_key=unique_lock_key(), relay_batch_size=batch
+            settings,
+            relay_lock_key=unique_lock_key(),
+            relay_batch_size=batch,
+            relay_pipeline_depth=depth,
         ):
             await col.wait_for({str(r.event_id) for r in rows})
             await eventually(
@@ -227,6 +230,41 @@ async def test_many_rows_are_all_published_in_id_order(
                 what="all marked",
             )
     assert col.ids() == [str(r.event_id) for r in rows]
+
+
+async def test_returns_among_several_batches_in_flight_fail_only_their_rows(
+    settings: Settings, db: Engine
+) -> None:
+    """Unroutable rows spread over batches that are in flight together: each returned
+    row fails alone, every other row is confirmed, marked and delivered in id order
+    (the ordered walk of multiple acks meets aiormq's return placeholders)."""
+    key = f"test.{uuid.uuid4().hex}"
+    nowhere = f"test.unbound.{uuid.uuid4().hex}"
+    async with collector(amqp(settings), key) as col:
+        rows = insert_rows(db, [row_params(nowhere if i % 7 == 3 else key) for i in range(80)])
+        routed = [r for i, r in enumerate(rows) if i % 7 != 3]
+        returned = [r for i, r in enumerate(rows) if i % 7 == 3]
+        async with running_relay(
+            settings,
+            relay_lock_key=unique_lock_key(),
+            relay_batch_size=9,
+            relay_pipeline_depth=4,
+            relay_poll_interval_seconds=0.2,
+        ):
+            await col.wait_for({str(r.event_id) for r in routed})
+            await eventually(
+                lambda: len(published_ids(db, [r.id for r in routed])) == len(routed),
+                what="routed rows marked",
+            )
+            await eventually(
+                lambda: all(
+                    state["attempts"] >= 1
+                    for state in outbox_state(db, [r.id for r in returned]).values()
+                ),
+                what="returned rows failed",
+            )
+        assert published_ids(db, [r.id for r in returned]) == set()
+    assert col.ids() == [str(r.event_id) for r in routed]
 
 
 async def test_rows_sharing_an_event_id_never_swap_outcomes(settings: Settings, db: Engine) -> None:
