@@ -220,8 +220,8 @@ def _relay_extra(result: dict[str, Any], relay: float | None) -> list[Line]:
         *(
             Line(
                 "relay",
-                f"drain, {n} process(es) on 4 shards",
-                _fmt(_get(result, "relay_drain", "sharded", n, "rate")),
+                f"drain from COPY, {n} process(es) on 4 shards",
+                _fmt(_get(result, "relay_drain", "sharded", n, "rate_from_copy")),
                 "",
                 None,
                 None,
