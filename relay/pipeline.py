@@ -82,12 +82,17 @@ class Pipeline:
                     )
                 else:
                     await conn.rollback()
-                # Keep depth-1 batches in flight while claiming the next one; with
-                # nothing left to claim, let every batch settle before sleeping.
-                while len(batches) > (depth - 1 if rows else 0):
+                # Keep depth-1 batches in flight while claiming the next one. A short
+                # batch means the backlog is drained: let every batch settle, then wait
+                # for a wake-up (already set if rows were committed since the claim's
+                # snapshot: their NOTIFY came after the clear above) or the poll
+                # interval, instead of a claim that would find nothing. Under a trickle
+                # that halves the relay's round trips per event.
+                drained = len(rows) < self._batch_size
+                while len(batches) > (0 if drained else depth - 1):
                     await batches[0]  # re-raises a failed mark: the term ends
                     batches.pop(0)
-                if not rows:  # every batch has settled: sleep until woken or polled
+                if drained:  # every batch has settled: sleep until woken or polled
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
                     # cancellation that arrives as the wait ends, and the loop would run on.
                     before = cancel_requests()

@@ -95,6 +95,11 @@ class Publisher:
         async with asyncio.timeout(within):
             await channel.ready()
 
+    def usable(self) -> bool:
+        """True when the channel is open right now (``ready()`` would return at once)."""
+        channel = self._channel
+        return channel is not None and not channel.is_closed
+
     async def _exchange_exists(self, name: str) -> bool:
         """Whether the exchange named by a row exists; an unknown name is checked once
         (passively) on a throwaway channel, so a missing one never closes the publishing

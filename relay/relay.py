@@ -189,6 +189,8 @@ class Relay:
         """Block until the broker accepts publishes: no resource alarm blocking this
         connection, and the channel usable (with backoff and a log line per retry)."""
         await backpressure.wait_while_blocked(self._amqp)
+        if self.publisher.usable():  # the usual case: no retry machinery per batch
+            return
         async for attempt in self._retrying():
             with attempt:
                 await self.publisher.ready(within=5.0)
