@@ -76,7 +76,7 @@ class Pipeline:
                     crashpoints.crash_point("after_claim")
                     spans = BatchSpans(rows) if tracing.enabled() else None
                     inflight = await self._publisher.begin(rows)
-                    publishing = [*publishing[1 - depth :], inflight] if depth > 1 else [inflight]
+                    publishing = [*publishing, inflight][-depth:]
                     batches.append(
                         asyncio.create_task(self._finish(conn, rows, inflight, started, spans))
                     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -62,6 +63,13 @@ def _count(db: Engine, sql: str, **params: object) -> int:
         return int(conn.execute(text(sql), params).scalar_one())
 
 
+async def _driver(conn: Any) -> Any:
+    """The psycopg connection under a pooled SQLAlchemy connection."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    return driver
+
+
 async def test_a_failing_row_commits_neither_it_nor_its_event(
     engine: AsyncEngine, db: Engine
 ) -> None:
@@ -94,8 +102,7 @@ async def test_a_failing_row_commits_neither_it_nor_its_event(
         await uow.commit()
     assert _count(db, "SELECT count(*) FROM qa.outbox WHERE event_id = :e", e=good.id) == 1
     async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await _driver(conn)
         assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert (
             await conn.execute(text("SELECT count(*) FROM qa.questions WHERE id = :q"), {"q": qid})
@@ -117,8 +124,7 @@ async def test_rows_alone_begin_and_commit_their_own_transaction(
     assert _count(db, "SELECT count(*) FROM qa.questions WHERE id = :q", q=qid) == 1
     assert _count(db, "SELECT count(*) FROM qa.outbox WHERE event_id = :e", e=envelope.id) == 1
     async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+        driver = await _driver(conn)
         assert driver.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
@@ -155,8 +161,8 @@ async def test_begin_with_starts_a_transaction_that_rolls_back_on_exit(
     # The one pooled connection is back out of autocommit: a plain session's transaction
     # rolls back what it did.
     async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None and driver.autocommit is False
+        driver = await _driver(conn)
+        assert driver.autocommit is False
         await conn.execute(
             text("UPDATE qa.questions SET last_sequence = 99 WHERE id = :q"), {"q": qid}
         )

@@ -252,3 +252,20 @@ async def test_ordered_confirms_settle_exactly_what_aiormqs_handler_settles(data
             )
         )
     assert outcomes[1] == outcomes[0]
+
+
+def test_the_publisher_skips_the_readiness_retry_only_while_its_channel_is_open() -> None:
+    from relay.publisher import Publisher
+
+    class _Open:
+        is_closed = False
+
+    class _Closed:
+        is_closed = True
+
+    publisher = Publisher(connection=None, publish_timeout=1.0)  # type: ignore[arg-type]
+    assert not publisher.usable()  # not started
+    publisher._channel = _Closed()  # type: ignore[assignment]
+    assert not publisher.usable()  # lost: the relay goes through the retrying wait
+    publisher._channel = _Open()  # type: ignore[assignment]
+    assert publisher.usable()
